@@ -1,0 +1,107 @@
+"""The sandbox policy: what a sandboxed command may use. Pure data, no I/O.
+
+Mirrors the reference crate's `SandboxPolicy` and `NetworkMode` (same fields, same defaults) with a few
+additions the Python server needs (the unprivileged uid used when the server runs as root, the private
+/tmp size, the workdir quota).
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+__all__ = [
+    "DEFAULT_MAX_CPU_SECS",
+    "DEFAULT_MAX_FILE_SZ_MB",
+    "DEFAULT_MAX_MEMORY_MB",
+    "DEFAULT_MAX_OPEN_FDS",
+    "DEFAULT_MAX_PROCS",
+    "SANDBOX_ENV_VAR",
+    "NetworkMode",
+    "SandboxMode",
+    "SandboxPolicy",
+]
+
+#: Environment variable that overrides the configured sandbox mode (`auto`, `on`, `off`; any case).
+SANDBOX_ENV_VAR = "HANZO_SANDBOX"
+DEFAULT_MAX_MEMORY_MB = 2048
+DEFAULT_MAX_CPU_SECS = 300
+DEFAULT_MAX_PROCS = 64
+DEFAULT_MAX_OPEN_FDS = 1024
+DEFAULT_MAX_FILE_SZ_MB = 256
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class NetworkMode(StrEnum):
+    """Network access granted to sandboxed processes (serialized kebab-case, as in the crate)."""
+
+    NONE = "none"
+    """No sockets but AF_UNIX (denied at the syscall level on Linux)."""
+    LOOPBACK = "loopback"
+    """A private loopback only: the host's listeners are not reachable. The default."""
+    FULL = "full"
+    """Unrestricted, as without a sandbox."""
+
+
+class SandboxMode(StrEnum):
+    """How hard the server insists on an OS sandbox (`HANZO_SANDBOX`)."""
+
+    AUTO = "auto"
+    """Use the best sandbox available and report what is missing."""
+    ON = "on"
+    """Require an OS sandbox; refuse to run commands without one."""
+    OFF = "off"
+    """Use the null sandbox: no isolation, with a loud warning."""
+
+
+def _absolute(path: Path) -> Path:
+    if "\x00" in str(path):
+        raise ValueError("path contains a NUL byte")
+    if not path.is_absolute():
+        raise ValueError(f"path {str(path)!r} must be absolute")
+    return path
+
+
+def _env_name(name: str) -> str:
+    if not _ENV_NAME.match(name):
+        raise ValueError(f"{name!r} is not an environment variable name (letters, digits, underscore)")
+    return name
+
+
+AbsolutePath = Annotated[Path, AfterValidator(_absolute)]
+EnvName = Annotated[str, AfterValidator(_env_name)]
+
+
+class SandboxPolicy(BaseModel):
+    """Policy applied to one sandboxed process."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_memory_mb: int = Field(DEFAULT_MAX_MEMORY_MB, ge=16, le=1 << 30, description="Address-space cap (MiB).")
+    max_cpu_secs: int = Field(DEFAULT_MAX_CPU_SECS, ge=1, le=1 << 31, description="CPU-time cap (seconds).")
+    max_procs: int = Field(DEFAULT_MAX_PROCS, ge=1, le=1 << 22, description="Process/thread cap.")
+    max_open_fds: int = Field(DEFAULT_MAX_OPEN_FDS, ge=16, le=1 << 20, description="Open file descriptor cap.")
+    max_file_sz_mb: int = Field(DEFAULT_MAX_FILE_SZ_MB, ge=1, le=1 << 30, description="Largest file (MiB).")
+    network: NetworkMode = Field(NetworkMode.LOOPBACK, description="Network access.")
+    extra_fs_read: tuple[AbsolutePath, ...] = Field((), description="More paths readable (and executable).")
+    extra_fs_write: tuple[AbsolutePath, ...] = Field((), description="More paths readable and writable.")
+    extra_env: tuple[EnvName, ...] = Field((), description="More variable names let through the env scrub.")
+    strict: bool = Field(False, description="A requested layer that cannot be applied is an error.")
+    session_workdir: AbsolutePath | None = Field(None, description="Per-session writable directory.")
+    sandbox_uid: int = Field(
+        65534, ge=1, le=(1 << 32) - 2, description="Uid commands run as when the server runs as root."
+    )
+    sandbox_gid: int = Field(
+        65534, ge=1, le=(1 << 32) - 2, description="Gid commands run as when the server runs as root."
+    )
+    tmp_size_mb: int = Field(256, ge=1, le=1 << 20, description="Size of each call's private /tmp (MiB).")
+    workdir_quota_mb: int = Field(1024, ge=1, le=1 << 30, description="Disk quota of a session workdir (MiB).")
+
+    def with_workdir(self, workdir: Path) -> SandboxPolicy:
+        """Return a copy bound to one session's workdir (the crate fills it in right before `harden`)."""
+        return self.model_copy(update={"session_workdir": _absolute(workdir)})

@@ -1,0 +1,75 @@
+"""What a sandbox enforces: predicted by `Sandbox.effective()`, measured per call by the launcher.
+
+`EffectiveProtection` keeps the reference crate's three booleans and `any()`, and adds per-layer detail so
+a model (or a person) can reason about its limits. The report for a call is built from what the launcher
+says actually fired before `exec`, never from what was merely requested.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .policy import NetworkMode
+
+__all__ = ["EffectiveProtection", "Layer", "LayerStatus"]
+
+
+class Layer(StrEnum):
+    """The isolation layers, in the order the launcher applies them."""
+
+    ENV_SCRUB = "env_scrub"
+    NAMESPACES = "namespaces"
+    UID_DROP = "uid_drop"
+    PRIVATE_TMP = "private_tmp"
+    RLIMITS = "rlimits"
+    CGROUP = "cgroup"
+    NO_NEW_PRIVS = "no_new_privs"
+    LANDLOCK = "landlock"
+    SECCOMP = "seccomp"
+    SEATBELT = "seatbelt"
+
+
+class LayerStatus(BaseModel):
+    """Whether one layer is (or can be) in force, and why not when it is not."""
+
+    model_config = ConfigDict(frozen=True)
+
+    layer: Layer
+    available: bool
+    detail: str = Field(description="What is in force, or why the layer is missing and how to fix it.")
+
+
+class EffectiveProtection(BaseModel):
+    """The protections in force for a command (the crate's three booleans plus per-layer detail)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    fs_isolated: bool = Field(
+        description="Reads and writes outside the allowlist are denied by the kernel (Landlock or Seatbelt)."
+    )
+    network_isolated: bool = Field(
+        description="Network is restricted to the policy (no sockets for 'none', a private loopback for "
+        "'loopback'). False for 'full'."
+    )
+    rlimits_applied: bool = Field(description="Memory, CPU, process, fd and file-size limits are in force.")
+    sandbox: str = Field(description="Name of the sandbox implementation.")
+    network: NetworkMode = Field(description="The policy's network mode.")
+    env_scrubbed: bool = Field(False, description="Only allowlisted environment variables reach the command.")
+    namespaces: tuple[str, ...] = Field((), description="Linux namespaces the command runs in.")
+    landlock_abi: int | None = Field(None, description="Landlock ABI version in force, None when not applied.")
+    seccomp: bool = Field(False, description="The seccomp deny-list is installed.")
+    no_new_privs: bool = Field(False, description="setuid/file capabilities cannot raise privileges.")
+    cgroup_limits: bool = Field(False, description="cgroup v2 memory/pids/cpu limits are in force.")
+    private_tmp: bool = Field(False, description="/tmp and /dev/shm are private, size-capped and discarded.")
+    seatbelt: bool = Field(False, description="A macOS Seatbelt profile is in force.")
+    uid: int | None = Field(None, description="Host uid the command runs as, when known.")
+    gid: int | None = Field(None, description="Host gid the command runs as, when known.")
+    missing: tuple[str, ...] = Field(
+        (), description="Protections not in force, each with the reason (empty when all layers fired)."
+    )
+
+    def any(self) -> bool:
+        """True if any layer is actually enforcing something (as the crate's `any()`)."""
+        return self.fs_isolated or self.network_isolated or self.rlimits_applied
