@@ -1,0 +1,164 @@
+"""Server settings: TOML file + `HANZO_SANDBOX` -> a validated `Settings`.
+
+Precedence: `--config FILE`, else `$XDG_CONFIG_HOME/hanzo-sandbox-mcp/config.toml` (default
+`~/.config/...`) when it exists, else the embedded defaults (the model's own defaults: the server runs with
+no file at all). `HANZO_SANDBOX=auto|on|off` then overrides `mode`, and `HANZO_SANDBOX_TOKEN` supplies the
+HTTP bearer token when the file has none. Every key is documented in `config/default.toml`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+from .policy import SANDBOX_ENV_VAR, SandboxMode, SandboxPolicy
+
+__all__ = [
+    "TOKEN_ENV_VAR",
+    "ExecSettings",
+    "HttpSettings",
+    "OutputSettings",
+    "SessionSettings",
+    "Settings",
+    "default_config_path",
+    "format_validation_error",
+    "load_settings",
+    "parse_mode",
+]
+
+TOKEN_ENV_VAR = "HANZO_SANDBOX_TOKEN"
+_MiB = 1024 * 1024
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OutputSettings(_Section):
+    """Caps on what one call returns (sized for a model's context window)."""
+
+    max_stdout_bytes: int = Field(32 * 1024, ge=256, le=512 * 1024)
+    max_stderr_bytes: int = Field(32 * 1024, ge=256, le=512 * 1024)
+
+
+class ExecSettings(_Section):
+    """Per-call limits and the interpreter `run_python` uses."""
+
+    default_timeout_s: float = Field(60.0, gt=0, le=86400)
+    max_timeout_s: float = Field(600.0, gt=0, le=86400)
+    python: str | None = Field(None, description="Interpreter for run_python; None: the server's, else python3.")
+    max_concurrent_calls: int = Field(8, ge=1, le=1024)
+    max_concurrent_calls_per_session: int = Field(2, ge=1, le=1024)
+
+    @model_validator(mode="after")
+    def _timeouts(self) -> ExecSettings:
+        if self.default_timeout_s > self.max_timeout_s:
+            raise ValueError("default_timeout_s must not exceed max_timeout_s")
+        return self
+
+
+class SessionSettings(_Section):
+    """Session handles and their workdirs."""
+
+    idle_ttl_s: float = Field(3600.0, gt=0, le=30 * 86400)
+    max_sessions: int = Field(64, ge=1, le=100_000)
+    root: Path | None = Field(None, description="Where workdirs live; None: a private temp directory.")
+
+
+class HttpSettings(_Section):
+    """The HTTP transports (streamable HTTP and legacy SSE)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=0, le=65535)
+    path: str = "/mcp"
+    token: str | None = Field(None, min_length=16, description="Bearer token; required off loopback.")
+    allowed_origins: tuple[str, ...] = ()
+
+    def is_loopback(self) -> bool:
+        """True when the bind address only accepts local connections."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+class Settings(_Section):
+    """Everything the server reads from its configuration."""
+
+    mode: SandboxMode = SandboxMode.AUTO
+    policy: SandboxPolicy = SandboxPolicy()
+    output: OutputSettings = OutputSettings()
+    exec: ExecSettings = ExecSettings()
+    sessions: SessionSettings = SessionSettings()
+    http: HttpSettings = HttpSettings()
+    audit_log: Path | None = Field(None, description="JSON-lines audit log of calls; None: no audit log.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+def parse_mode(value: str) -> SandboxMode:
+    """Parse a `HANZO_SANDBOX` value (case-insensitive), raising ConfigError on anything else."""
+    try:
+        return SandboxMode(value.strip().lower())
+    except ValueError:
+        raise ConfigError(
+            f"{SANDBOX_ENV_VAR}={value!r} is not valid: use one of auto, on, off (any case)"
+        ) from None
+
+
+def default_config_path(env: Mapping[str, str]) -> Path:
+    """The user's config file path (it may not exist)."""
+    base = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME") or Path.home()) / ".config")
+    return Path(base) / "hanzo-sandbox-mcp" / "config.toml"
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line per problem, naming the key, for people editing a config file."""
+    lines = [f"invalid configuration in {source}:"]
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        lines.append(f"  {key}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def _read_toml(path: Path) -> dict[str, object]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def load_settings(config: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Load settings with the documented precedence; every problem is a ConfigError with a clear message."""
+    env = os.environ if env is None else env
+    path = config if config is not None else default_config_path(env)
+    data: dict[str, object] = {}
+    source = "the embedded defaults"
+    if config is not None or path.is_file():
+        data = _read_toml(path)
+        source = str(path)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+    updates: dict[str, object] = {}
+    if (raw_mode := env.get(SANDBOX_ENV_VAR)) is not None and raw_mode.strip():
+        updates["mode"] = parse_mode(raw_mode)
+    if settings.http.token is None and (token := env.get(TOKEN_ENV_VAR)):
+        if len(token) < 16:
+            raise ConfigError(f"{TOKEN_ENV_VAR} must be at least 16 characters long")
+        updates["http"] = settings.http.model_copy(update={"token": token})
+    return settings.model_copy(update=updates) if updates else settings
