@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["LandlockSpec", "LaunchPlan", "NAMESPACE_NAMES"]
+__all__ = ["NAMESPACE_NAMES", "LandlockSpec", "LaunchPlan"]
 
 #: The namespaces the launcher knows how to create, in `unshare` flag order.
 NAMESPACE_NAMES = ("user", "pid", "mount", "net", "ipc", "uts")

@@ -7,18 +7,25 @@ import sys
 import threading
 
 from ..errors import SandboxUnavailable
-from ..policy import SandboxMode
+from ..policy import SandboxMode, SandboxPolicy
 from .base import Attachment, NoAttachment, Sandbox
 from .null import NullSandbox
 
-__all__ = ["Attachment", "NoAttachment", "NullSandbox", "Sandbox", "detect", "for_mode", "null"]
+__all__ = [
+    "Attachment",
+    "NoAttachment",
+    "NullSandbox",
+    "Sandbox",
+    "detect",
+    "ensure_required",
+    "for_mode",
+    "null",
+]
 
 _log = logging.getLogger("hanzo_sandbox_mcp")
 _warned = threading.Event()
 
-NULL_WARNING = (
-    "sandbox disabled - model-generated code has full filesystem, network, and subprocess access"
-)
+NULL_WARNING = "sandbox disabled - model-generated code has full filesystem, network, and subprocess access"
 UNSUPPORTED_WARNING = (
     "no sandbox implementation for this platform - model-generated code has full host access"
 )
@@ -64,3 +71,12 @@ def for_mode(mode: SandboxMode) -> Sandbox:
             "run on Linux or macOS, or set HANZO_SANDBOX=auto to accept the null sandbox"
         )
     return sandbox
+
+
+def ensure_required(mode: SandboxMode, sandbox: Sandbox, policy: SandboxPolicy) -> None:
+    """`HANZO_SANDBOX=on`: refuse to run commands when nothing would actually be enforced."""
+    if mode is SandboxMode.ON and not sandbox.effective(policy).any():
+        raise SandboxUnavailable(
+            f"HANZO_SANDBOX=on requires an OS sandbox, but the {sandbox.name} sandbox enforces nothing here "
+            "(run `hanzo-sandbox-mcp doctor` for the cause); fix the missing layers or set HANZO_SANDBOX=auto"
+        )

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from ..launch import LaunchReport
 from ..launch_plan import LaunchPlan
 from ..policy import SandboxPolicy
 from ..protection import EffectiveProtection, LayerStatus
@@ -62,6 +63,9 @@ class Sandbox(Protocol):
 
     def effective(self, policy: SandboxPolicy) -> EffectiveProtection:
         """What will fire for this policy here. Cheap and free of side effects."""
+
+    def report(self, launch: LaunchReport, policy: SandboxPolicy) -> EffectiveProtection:
+        """The protection one call really had, from what its launcher reported before exec."""
 
     def layers(self) -> tuple[LayerStatus, ...]:
         """Each layer's availability on this machine, with the reason and fix when missing."""

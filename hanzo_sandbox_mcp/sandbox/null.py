@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 from ..env_scrub import scrub_env
+from ..launch import LaunchReport
 from ..launch_plan import LaunchPlan
 from ..policy import SandboxPolicy
 from ..protection import EffectiveProtection, Layer, LayerStatus
@@ -47,6 +48,9 @@ class NullSandbox:
             uid=os.getuid() if hasattr(os, "getuid") else None,
             missing=("all isolation: the null sandbox gives commands the server's full access",),
         )
+
+    def report(self, launch: LaunchReport, policy: SandboxPolicy) -> EffectiveProtection:
+        return self.effective(policy)
 
     def layers(self) -> tuple[LayerStatus, ...]:
         scrub = LayerStatus(layer=Layer.ENV_SCRUB, available=True, detail="only allowlisted variables pass")

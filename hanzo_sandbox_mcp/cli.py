@@ -1,0 +1,160 @@
+"""Command line: `hanzo-sandbox-mcp [serve|run|doctor]`.
+
+`run` executes one command exactly as the server would (same sandbox, same policy, a fresh workdir unless
+`--workdir` is given), streams its output and exits with its status (128 + signal when killed). Errors are
+one clear line on stderr, never a traceback: exit 2 for bad usage or configuration, 125 when the sandbox
+cannot run the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+
+from .config import Settings, load_settings
+from .errors import ConfigError, HanzoSandboxError, RequestError
+from .policy import NetworkMode
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+EXIT_SANDBOX = 125
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hanzo-sandbox-mcp",
+        description="MCP server that runs commands and Python code inside an OS-level sandbox.",
+    )
+    parser.add_argument("--config", type=Path, help="TOML config file (default: the user's, else built in)")
+    sub = parser.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="run the MCP server (default)")
+    serve.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML config file")
+    serve.add_argument("--transport", choices=("stdio", "http", "sse"), default="stdio")
+    serve.add_argument("--host", help="bind address for http/sse (default from config: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port for http/sse (default from config)")
+
+    run = sub.add_parser("run", help="run one command through the sandbox, as the server would")
+    run.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML config file")
+    run.add_argument("--network", choices=[m.value for m in NetworkMode], help="override the network mode")
+    run.add_argument("--workdir", type=Path, help="existing directory to run in (default: a fresh one)")
+    run.add_argument("--timeout", type=float, help="wall-clock timeout in seconds")
+    run.add_argument("--strict", action="store_true", help="refuse to run if any layer cannot be applied")
+    run.add_argument("--json", action="store_true", help="print the whole result as one JSON object")
+    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
+
+    doctor = sub.add_parser("doctor", help="show which sandbox layers this machine supports")
+    doctor.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML config file")
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    return parser
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(stream=sys.stderr, level=level, format="hanzo-sandbox-mcp: %(levelname)s %(message)s")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        _setup_logging(settings.log_level)
+        if args.command == "run":
+            return _run(args, settings)
+        if args.command == "doctor":
+            return _doctor(args, settings)
+        from .server import serve
+
+        serve(
+            settings,
+            args.__dict__.get("transport", "stdio"),
+            args.__dict__.get("host"),
+            args.__dict__.get("port"),
+        )
+        return 0
+    except (ConfigError, RequestError) as exc:
+        print(f"hanzo-sandbox-mcp: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except HanzoSandboxError as exc:
+        print(f"hanzo-sandbox-mcp: {exc}", file=sys.stderr)
+        return EXIT_SANDBOX
+    except KeyboardInterrupt:
+        return 130
+
+
+def _doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from .doctor import diagnose, render_text
+    from .sandbox import for_mode
+
+    report = diagnose(for_mode(settings.mode), settings.policy, settings.mode)
+    print(report.model_dump_json(indent=2) if args.json else render_text(report))
+    return 0
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from .runner import run_sandboxed
+    from .sandbox import ensure_required, for_mode
+    from .workdir import command_owner, create_workdir
+
+    command = list(args.argv)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        raise RequestError("no command given: hanzo-sandbox-mcp run [options] -- CMD [ARG...]")
+    updates: dict[str, object] = {}
+    if args.network:
+        updates["network"] = NetworkMode(args.network)
+    if args.strict:
+        updates["strict"] = True
+    policy = settings.policy.model_copy(update=updates)
+    timeout = args.timeout if args.timeout is not None else settings.exec.default_timeout_s
+    if not timeout > 0:
+        raise RequestError("--timeout must be a positive number of seconds")
+    sandbox = for_mode(settings.mode)
+    ensure_required(settings.mode, sandbox, policy)
+
+    fresh: Path | None = None
+    if args.workdir is not None:
+        workdir = args.workdir.resolve()
+        if not workdir.is_dir():
+            raise RequestError(f"--workdir {args.workdir} is not an existing directory")
+    else:
+        fresh = workdir = create_workdir(
+            Path(tempfile.gettempdir()), "hanzo-run-", command_owner(policy.sandbox_uid, policy.sandbox_gid)
+        )
+    stream = not args.json
+
+    async def echo(name: str, chunk: bytes) -> None:
+        target = sys.stdout.buffer if name == "stdout" else sys.stderr.buffer
+        target.write(chunk)
+        target.flush()
+
+    try:
+        result = anyio.run(
+            lambda: run_sandboxed(
+                sandbox,
+                policy.with_workdir(workdir),
+                command,
+                timeout_s=timeout,
+                output=settings.output,
+                on_output=echo if stream else None,
+            )
+        )
+    finally:
+        if fresh is not None:
+            shutil.rmtree(fresh, ignore_errors=True)
+    if args.json:
+        print(result.model_dump_json(indent=2))
+    else:
+        if result.timed_out:
+            print(f"hanzo-sandbox-mcp: timed out after {timeout:g} s", file=sys.stderr)
+        if result.error and not result.stderr.endswith(result.error):
+            print(f"hanzo-sandbox-mcp: {result.error}", file=sys.stderr)
+    return result.returncode

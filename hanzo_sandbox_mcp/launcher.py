@@ -1,0 +1,439 @@
+"""The launcher: confines itself as a `LaunchPlan` says, then execs the command. Standard library only.
+
+The server is multi-threaded (anyio), so it cannot fork and set up layers itself (no `preexec_fn`); it
+spawns this file as `python -I -S -B launcher.py PLAN_FD STATUS_FD` instead. The plan arrives on PLAN_FD
+(never argv, which /proc exposes); what actually fired is reported on STATUS_FD as JSON lines, so the
+server's report never claims a protection that did not fire.
+
+Three processes, each with one job:
+
+1. **supervisor** (this process, in the host pid namespace): new session, child subreaper, unshares the
+   namespaces (user, pid, mount, net, ipc, uts; as root the user namespace comes later, after the uid
+   switch, so that the command never holds host uid 0), writes the id maps, forks the init. On SIGTERM it
+   kills the whole sandbox; it exits when the init does.
+2. **init** (pid 1 of the new pid namespace): dies with the supervisor (PDEATHSIG), makes mount
+   propagation private, mounts a fresh /proc and private size-capped tmpfs on /tmp and /dev/shm, brings up
+   `lo` for `network = loopback`, forks the command, forwards signals to it, reaps zombies, and reports
+   the exit status and rusage. When the command exits, init exits and the kernel kills every process left
+   in the namespace (daemons, pipe-holding grandchildren).
+3. **command**: switches to the unprivileged uid, closes every inherited fd but 0-2, then in this order
+   (later layers would block earlier ones): rlimits, PR_SET_NO_NEW_PRIVS, capabilities dropped, Landlock,
+   seccomp last, execve.
+
+With `strict`, a requested layer that fails aborts before exec (fail closed) and the report names it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import sys
+from typing import Any
+
+if __name__ == "__main__":  # run as a file under -I -S: make the package importable without site
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from hanzo_sandbox_mcp.launch_plan import LaunchPlan
+
+if sys.platform.startswith("linux"):
+    # Imported now, while the package is still readable: after the uid switch or under Landlock the
+    # command process may no longer be able to open these files.
+    import resource
+
+    from hanzo_sandbox_mcp.linux import landlock, libc, loopback, mounts, namespaces, rlimits, seccomp
+
+EXIT_SETUP_FAILED = 125
+EXIT_NOT_EXECUTABLE = 126
+EXIT_NOT_FOUND = 127
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_CHILD_SUBREAPER = 36
+_FORWARDED = (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
+
+
+class Reporter:
+    """Writes one JSON object per line to the status pipe; each write is atomic (< PIPE_BUF)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def send(self, event: str, **fields: Any) -> None:
+        line = json.dumps({"event": event, **fields}, separators=(",", ":")).encode() + b"\n"
+        try:
+            os.write(self.fd, line[:4000] if len(line) > 4000 else line)
+        except OSError:
+            pass  # the server went away; the process tree dies with it
+
+
+class Aborted(Exception):
+    """Setup cannot go on: a requested layer failed under a strict plan (`strict`), or the command's
+    working directory or uid cannot be had."""
+
+    def __init__(self, message: str, *, strict: bool = False) -> None:
+        super().__init__(message)
+        self.strict = strict
+
+
+def _failed(plan: LaunchPlan, errors: dict[str, str], layer: str, exc: BaseException) -> None:
+    errors[layer] = str(exc) or type(exc).__name__
+    if plan.strict:
+        raise Aborted(f"strict policy: the {layer} layer could not be applied ({errors[layer]})", strict=True)
+
+
+# --- stage 1: supervisor -------------------------------------------------------------------------------
+
+
+def supervise(plan: LaunchPlan, status: Reporter) -> int:
+    os.setsid()
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
+    is_root = os.geteuid() == 0
+    # As root the user namespace is created by the command after it drops to the sandbox uid.
+    wanted = [name for name in plan.namespaces if not (is_root and name == "user")]
+    active, ns_error = _unshare(plan, wanted, is_root)
+    status.send("namespaces", active=active, error=ns_error)
+    if ns_error and plan.strict:
+        status.send(
+            "abort", message=f"strict policy: namespaces could not be created ({ns_error})", strict=True
+        )
+        return EXIT_SETUP_FAILED
+
+    # The init watches this pipe: its write end closes only when the supervisor dies.
+    alive_r, alive_w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(alive_w)
+        os._exit(_run_init(plan, status, active, alive_r, is_root))
+    os.close(alive_r)
+
+    def stop_sandbox(signum: int, _frame: object) -> None:
+        # SIGTERM from the server means "stop now": SIGKILL the init, which takes its namespace with it.
+        _kill(child, signal.SIGKILL if signum == signal.SIGTERM else signum)
+
+    for signum in _FORWARDED:
+        signal.signal(signum, stop_sandbox)
+    _, wait_status = os.waitpid(child, 0)
+    _reap_descendants()  # without a pid namespace, orphans were re-parented to us: kill them too
+    return os.waitstatus_to_exitcode(wait_status) if os.WIFEXITED(wait_status) else EXIT_SETUP_FAILED
+
+
+def _unshare(plan: LaunchPlan, wanted: list[str], is_root: bool) -> tuple[list[str], str | None]:
+    if not wanted:
+        return [], None
+    uid, gid = os.getuid(), os.getgid()
+    try:
+        namespaces.unshare(namespaces.namespace_flags(wanted))
+        if "user" in wanted:
+            namespaces.write_id_maps(uid, uid, gid, gid)
+    except OSError as exc:
+        return [], f"unshare({','.join(wanted)}) failed: {exc}"
+    return wanted, None
+
+
+def _kill(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _children() -> list[int]:
+    pids: list[int] = []
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/children") as handle:
+                pids.extend(int(pid) for pid in handle.read().split())
+    except OSError:
+        pass
+    return pids
+
+
+def _reap_descendants() -> None:
+    """Kill and reap whatever was re-parented to us (we are a child subreaper), until nothing is left."""
+    while True:
+        children = _children()
+        for pid in children:
+            _kill(pid, signal.SIGKILL)
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
+# --- stage 2: init -------------------------------------------------------------------------------------
+
+
+def _run_init(plan: LaunchPlan, status: Reporter, active: list[str], alive_fd: int, is_root: bool) -> int:
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    # getppid() is 0 inside a new pid namespace, so ask the pipe: readable (EOF) means the supervisor
+    # died before PDEATHSIG was armed.
+    if select.select([alive_fd], [], [], 0)[0]:
+        return EXIT_SETUP_FAILED
+    os.close(alive_fd)
+    uid, gid = _command_ids(plan, is_root)
+    setup: dict[str, Any] = {"proc": False, "private_tmp": False, "loopback": False}
+    errors: dict[str, str] = {}
+    try:
+        _setup_namespaces(plan, active, uid, gid, setup, errors)
+    except Aborted as exc:
+        status.send("abort", message=str(exc), strict=exc.strict)
+        return EXIT_SETUP_FAILED
+    status.send("setup", errors=errors, **setup)
+
+    command = os.fork()
+    if command == 0:
+        os._exit(_run_command(plan, status, uid, gid, is_root, setup["private_tmp"]))
+
+    for signum in _FORWARDED:
+        signal.signal(signum, lambda signum, _frame: _kill(command, signum))
+    while True:
+        pid, wait_status, _ = os.wait4(-1, 0)
+        if pid == command:
+            break
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    status.send(
+        "exit",
+        status=wait_status,
+        exit_code=os.WEXITSTATUS(wait_status) if os.WIFEXITED(wait_status) else None,
+        signal=os.WTERMSIG(wait_status) if os.WIFSIGNALED(wait_status) else None,
+        cpu_user_s=usage.ru_utime,
+        cpu_sys_s=usage.ru_stime,
+        peak_rss_kb=usage.ru_maxrss,
+    )
+    return 0
+
+
+def _command_ids(plan: LaunchPlan, is_root: bool) -> tuple[int, int]:
+    if is_root and plan.uid is not None:
+        return plan.uid, plan.gid if plan.gid is not None else plan.uid
+    return os.getuid(), os.getgid()
+
+
+def _setup_namespaces(
+    plan: LaunchPlan, active: list[str], uid: int, gid: int, setup: dict[str, Any], errors: dict[str, str]
+) -> None:
+    if "mount" in active:
+        try:
+            mounts.make_private()
+        except OSError as exc:
+            _failed(plan, errors, "mount", exc)
+        else:
+            if "pid" in active:
+                try:
+                    mounts.mount_proc()
+                    setup["proc"] = True
+                except OSError as exc:
+                    _failed(plan, errors, "proc", exc)
+            if plan.tmp_size_mb:
+                try:
+                    _mount_private_tmp(plan, plan.tmp_size_mb, uid, gid)
+                    setup["private_tmp"] = True
+                except OSError as exc:
+                    _failed(plan, errors, "private_tmp", exc)
+    if plan.loopback and "net" in active:
+        try:
+            loopback.bring_up_loopback()
+            setup["loopback"] = True
+        except OSError as exc:
+            _failed(plan, errors, "loopback", exc)
+
+
+def _mount_private_tmp(plan: LaunchPlan, size_mb: int, uid: int, gid: int) -> None:
+    roots = tuple(target for target in ("/tmp", "/dev/shm") if os.path.isdir(target))
+    allowed = [plan.cwd]
+    if plan.landlock is not None:
+        allowed += [*plan.landlock.read_exec, *plan.landlock.read_write]
+    kept = mounts.preserve_under(roots, allowed)
+    try:
+        for target in roots:
+            mounts.mount_tmpfs(target, size_mb, uid, gid)
+        for fd, path in kept:
+            mounts.bind_fd(fd, path)
+    finally:
+        for fd, _ in kept:
+            os.close(fd)
+
+
+# --- stage 3: the command ------------------------------------------------------------------------------
+
+
+def _run_command(
+    plan: LaunchPlan, status: Reporter, uid: int, gid: int, is_root: bool, private_tmp: bool
+) -> int:
+    for signum in _FORWARDED:
+        signal.signal(signum, signal.SIG_DFL)
+    errors: dict[str, str] = {}
+    applied: dict[str, Any] = {"uid": os.getuid(), "gid": os.getgid(), "user_ns": False}
+    try:
+        _apply_layers(plan, status, uid, gid, is_root, private_tmp, applied, errors)
+    except Aborted as exc:
+        status.send("abort", message=str(exc), strict=exc.strict)
+        return EXIT_SETUP_FAILED
+    status.send("applied", errors=errors, **applied)
+    argv = [*plan.wrapper, *plan.argv]
+    try:
+        os.execvpe(argv[0], argv, plan.env)
+    except FileNotFoundError as exc:
+        status.send("exec_failed", message=f"{argv[0]}: command not found ({exc.strerror})")
+        return EXIT_NOT_FOUND
+    except OSError as exc:
+        status.send("exec_failed", message=f"{argv[0]}: cannot execute ({exc.strerror})")
+        return EXIT_NOT_EXECUTABLE
+
+
+def _apply_layers(
+    plan: LaunchPlan,
+    status: Reporter,
+    uid: int,
+    gid: int,
+    is_root: bool,
+    private_tmp: bool,
+    applied: dict[str, Any],
+    errors: dict[str, str],
+) -> None:
+    if is_root and plan.uid is not None:
+        # Never run the command as host uid 0: DAC then protects /etc/shadow, /root and kernel tunables
+        # even where another layer is missing. Fail closed: no uid switch, no command.
+        try:
+            os.setgroups([])
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+        except OSError as exc:
+            raise Aborted(f"cannot switch to uid {uid}: {exc}") from None
+        applied.update(uid=uid, gid=gid)
+        if "user" in plan.namespaces:
+            try:
+                # The uid switch made us non-dumpable, which leaves /proc/self/{setgroups,uid_map} owned
+                # by root; exec would reset it anyway, and ptrace/core dumps are blocked by later layers.
+                libc.prctl(PR_SET_DUMPABLE, 1)
+                namespaces.unshare(namespaces.CLONE_FLAGS["user"])
+                namespaces.write_id_maps(uid, uid, gid, gid)
+                applied["user_ns"] = True
+            except OSError as exc:
+                _failed(plan, errors, "user namespace", exc)
+    elif "user" in plan.namespaces and _in_new_userns():
+        applied["user_ns"] = True
+    # Die with init even without a pid namespace (set after the uid switch, which clears it).
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    try:
+        os.chdir(plan.cwd)
+    except OSError as exc:
+        raise Aborted(f"cannot enter working directory {plan.cwd}: {exc.strerror}") from None
+
+    # Only 0, 1, 2 and the status pipe (close-on-exec) survive: no server socket, pipe or file leaks.
+    os.set_inheritable(status.fd, False)
+    os.closerange(3, status.fd)
+    os.closerange(status.fd + 1, _max_fd())
+
+    if plan.rlimits:
+        try:
+            rlimits.apply_rlimits(plan.rlimits)
+            applied["rlimits"] = True
+        except (OSError, ValueError) as exc:
+            _failed(plan, errors, "rlimits", exc)
+
+    if plan.no_new_privs or plan.landlock is not None or plan.seccomp_bpf is not None:
+        try:
+            libc.prctl(PR_SET_NO_NEW_PRIVS, 1)
+            applied["no_new_privs"] = True
+        except OSError as exc:
+            _failed(plan, errors, "no_new_privs", exc)
+        try:
+            namespaces.drop_bounding_set()
+        except OSError:
+            pass  # without CAP_SETPCAP (no user namespace) there is nothing to drop beyond exec's clearing
+
+    if plan.landlock is not None:
+        spec = plan.landlock
+        # /tmp and /dev/shm are writable only when they are this call's own tmpfs, never the host's.
+        read_write = (*spec.read_write, "/tmp", "/dev/shm") if private_tmp else spec.read_write
+        try:
+            result = landlock.restrict_self(
+                spec.read_exec, read_write, deny_tcp=spec.deny_tcp, scope=spec.scope
+            )
+            applied["landlock_abi"] = result.abi
+        except OSError as exc:
+            _failed(plan, errors, "landlock", exc)
+
+    if plan.seccomp_bpf is not None:
+        try:
+            seccomp.install_filter(plan.seccomp_bpf)
+            applied["seccomp"] = True
+        except OSError as exc:
+            _failed(plan, errors, "seccomp", exc)
+
+
+def _in_new_userns() -> bool:
+    try:
+        with open("/proc/self/uid_map") as handle:
+            return handle.read().split() != ["0", "0", "4294967295"]
+    except OSError:
+        return False
+
+
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (OSError, ValueError):
+        return 1 << 16
+
+
+# --- entry ---------------------------------------------------------------------------------------------
+
+
+def _read_plan(fd: int) -> LaunchPlan:
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    os.close(fd)
+    return LaunchPlan.from_json(b"".join(chunks))
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3:
+        print("usage: launcher.py PLAN_FD STATUS_FD (internal to hanzo-sandbox-mcp)", file=sys.stderr)
+        return 2
+    status = Reporter(int(argv[2]))
+    try:
+        plan = _read_plan(int(argv[1]))
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        status.send("abort", message=f"unreadable launch plan: {exc}")
+        return EXIT_SETUP_FAILED
+    if sys.platform.startswith("linux"):
+        return supervise(plan, status)
+    return _run_unconfined(plan, status)
+
+
+def _run_unconfined(plan: LaunchPlan, status: Reporter) -> int:
+    """Non-Linux: rlimits and the wrapper (macOS `sandbox-exec`), then exec; the server supervises."""
+    os.setsid()
+    errors: dict[str, str] = {}
+    applied: dict[str, Any] = {"uid": os.getuid(), "gid": os.getgid()}
+    if plan.rlimits:
+        from hanzo_sandbox_mcp.linux.rlimits import apply_rlimits
+
+        try:
+            apply_rlimits(plan.rlimits)
+            applied["rlimits"] = True
+        except (OSError, ValueError) as exc:
+            errors["rlimits"] = str(exc)
+    try:
+        os.chdir(plan.cwd)
+    except OSError as exc:
+        status.send("abort", message=f"cannot enter working directory {plan.cwd}: {exc.strerror}")
+        return EXIT_SETUP_FAILED
+    os.set_inheritable(status.fd, False)
+    status.send("applied", errors=errors, **applied)
+    argv = [*plan.wrapper, *plan.argv]
+    try:
+        os.execvpe(argv[0], argv, plan.env)
+    except OSError as exc:
+        status.send("exec_failed", message=f"{argv[0]}: {exc.strerror}")
+        return EXIT_NOT_FOUND if isinstance(exc, FileNotFoundError) else EXIT_NOT_EXECUTABLE
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

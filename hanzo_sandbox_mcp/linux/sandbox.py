@@ -1,0 +1,275 @@
+"""`LinuxSandbox`: env scrub, namespaces, private /tmp, rlimits, no_new_privs, Landlock, seccomp, cgroups.
+
+`harden` is pure (command + policy -> `LaunchPlan`); the launcher applies the plan and reports what fired.
+`effective` predicts the report from a one-time probe: the real launcher run once on `/bin/true` with every
+layer requested, so the prediction comes from the same code path as every call, not from guesses.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from ..env_scrub import scrub_env
+from ..launch import LaunchReport, launcher_argv
+from ..launch_plan import NAMESPACE_NAMES, LandlockSpec, LaunchPlan
+from ..policy import NetworkMode, SandboxPolicy
+from ..protection import EffectiveProtection, Layer, LayerStatus
+from ..sandbox.base import Attachment, NoAttachment, require_workdir
+from . import cgroups, diagnose
+from .paths import RW_DEVICES, SYSTEM_READ_PATHS, python_paths, reachable_by
+
+__all__ = ["LinuxSandbox", "command_ids"]
+
+_log = logging.getLogger("hanzo_sandbox_mcp")
+_MiB = 1024 * 1024
+
+
+def command_ids(policy: SandboxPolicy, workdir: Path | None = None) -> tuple[int, int]:
+    """The host uid/gid a command runs as: never 0.
+
+    As root: the owner of the workdir when that is not root (a directory the user passed in is never
+    chowned: the command runs as its owner instead), else the policy's unprivileged uid. As a normal user:
+    that user.
+    """
+    if os.geteuid() != 0:
+        return os.getuid(), os.getgid()
+    if workdir is not None:
+        try:
+            st = os.stat(workdir)
+        except OSError:
+            pass
+        else:
+            if st.st_uid != 0:
+                return st.st_uid, st.st_gid
+    return policy.sandbox_uid, policy.sandbox_gid
+
+
+def _reachable_path(path_var: str, uid: int, gid: int) -> str:
+    return ":".join(entry for entry in path_var.split(":") if entry and reachable_by(entry, uid, gid))
+
+
+@functools.cache
+def _seccomp_filter(network: NetworkMode) -> bytes | None:
+    """Compiled once per network mode (libseccomp handles arch and x32 checks); None without libseccomp."""
+    from . import seccomp
+
+    try:
+        return seccomp.build_filter(network.value)
+    except (ImportError, OSError, RuntimeError, ValueError) as exc:
+        _log.warning("seccomp filter unavailable: %s", exc)
+        return None
+
+
+class LinuxSandbox:
+    """Every Linux layer the kernel offers, reported truthfully per call."""
+
+    def __init__(self) -> None:
+        self._cgroup_root, self._cgroup_reason = cgroups.discover()
+
+    @property
+    def name(self) -> str:
+        return "linux"
+
+    # -- before spawn ---------------------------------------------------------------------------------
+
+    def harden(
+        self, argv: Sequence[str], policy: SandboxPolicy, *, env: Mapping[str, str] | None = None
+    ) -> LaunchPlan:
+        workdir = require_workdir(policy)
+        uid, gid = command_ids(policy, workdir)
+        child_env = scrub_env(os.environ if env is None else env, policy, workdir)
+        if os.geteuid() == 0:
+            child_env["PATH"] = _reachable_path(child_env["PATH"], uid, gid)
+        network = policy.network
+        namespaces = tuple(n for n in NAMESPACE_NAMES if not (n == "net" and network is NetworkMode.FULL))
+        return LaunchPlan(
+            argv=tuple(argv),
+            env=child_env,
+            cwd=str(workdir),
+            namespaces=namespaces,
+            uid=uid,
+            gid=gid,
+            loopback=network is NetworkMode.LOOPBACK,
+            tmp_size_mb=policy.tmp_size_mb,
+            rlimits={
+                "as": policy.max_memory_mb * _MiB,
+                "cpu": policy.max_cpu_secs,
+                "nproc": policy.max_procs,
+                "nofile": policy.max_open_fds,
+                "fsize": policy.max_file_sz_mb * _MiB,
+                "core": 0,
+            },
+            no_new_privs=True,
+            landlock=LandlockSpec(
+                read_exec=(*SYSTEM_READ_PATHS, *python_paths(), *map(str, policy.extra_fs_read)),
+                read_write=(str(workdir), *RW_DEVICES, *map(str, policy.extra_fs_write)),
+                deny_tcp=network is NetworkMode.NONE,
+                scope=True,
+            ),
+            seccomp_bpf=_seccomp_filter(network),
+            strict=policy.strict,
+        )
+
+    # -- after spawn ----------------------------------------------------------------------------------
+
+    def attach(self, pid: int, policy: SandboxPolicy) -> Attachment:
+        """Put the launcher (before it forks: it waits for its plan) into a fresh per-call cgroup."""
+        if self._cgroup_root is None:
+            return NoAttachment()
+        call = self._cgroup_root.create(policy.max_memory_mb * _MiB, policy.max_procs)
+        try:
+            call.join(pid)
+        except OSError:
+            call.release()
+            raise
+        return call
+
+    # -- reporting ------------------------------------------------------------------------------------
+
+    @functools.cached_property
+    def probe(self) -> LaunchReport:
+        """What the launcher manages on this machine, measured once by running it on /bin/true."""
+        return _probe(self)
+
+    def report(self, launch: LaunchReport, policy: SandboxPolicy) -> EffectiveProtection:
+        """The protection a call really had, from what its launcher reported."""
+        namespaces = [n for n in launch.namespaces if n != "user"]
+        if launch.user_ns or "user" in launch.namespaces:
+            namespaces.insert(0, "user")
+        network = policy.network
+        net_ns = "net" in namespaces
+        if network is NetworkMode.NONE:
+            network_isolated = net_ns or launch.seccomp
+        elif network is NetworkMode.LOOPBACK:
+            network_isolated = net_ns
+        else:
+            network_isolated = False
+        missing = list(self._missing(launch, policy, namespaces))
+        return EffectiveProtection(
+            fs_isolated=launch.landlock_abi is not None,
+            network_isolated=network_isolated,
+            rlimits_applied=launch.rlimits,
+            sandbox=self.name,
+            network=network,
+            env_scrubbed=True,
+            namespaces=tuple(namespaces),
+            landlock_abi=launch.landlock_abi,
+            seccomp=launch.seccomp,
+            no_new_privs=launch.no_new_privs,
+            cgroup_limits=self._cgroup_root is not None,
+            private_tmp=launch.private_tmp,
+            uid=launch.uid,
+            gid=launch.gid,
+            missing=tuple(missing),
+        )
+
+    def _missing(self, launch: LaunchReport, policy: SandboxPolicy, namespaces: list[str]) -> list[str]:
+        wanted = [n for n in NAMESPACE_NAMES if not (n == "net" and policy.network is NetworkMode.FULL)]
+        lost = [n for n in wanted if n not in namespaces]
+        out: list[str] = []
+        if lost:
+            why = launch.namespace_error or launch.errors.get("user namespace") or "not created"
+            out.append(f"namespaces {', '.join(lost)}: {why}")
+        for key, label in (("proc", "fresh /proc"), ("private_tmp", "private /tmp")):
+            if key in launch.errors:
+                out.append(f"{label}: {launch.errors[key]}")
+        if policy.network is NetworkMode.LOOPBACK and "net" in namespaces and not launch.loopback:
+            out.append(f"loopback interface: {launch.errors.get('loopback', 'not brought up')}")
+        for key, ok in (
+            ("landlock", launch.landlock_abi is not None),
+            ("seccomp", launch.seccomp),
+            ("rlimits", launch.rlimits),
+            ("no_new_privs", launch.no_new_privs),
+        ):
+            if not ok:
+                out.append(f"{key}: {launch.errors.get(key, diagnose.reason(key))}")
+        if self._cgroup_root is None:
+            out.append(f"cgroup limits: {self._cgroup_reason}")
+        return out
+
+    def effective(self, policy: SandboxPolicy) -> EffectiveProtection:
+        return self.report(self.probe, policy)
+
+    def layers(self) -> tuple[LayerStatus, ...]:
+        probe = self.probe
+        ns_ok = bool(probe.namespaces) and not probe.namespace_error
+
+        def status(layer: Layer, ok: bool, good: str, key: str) -> LayerStatus:
+            detail = good if ok else probe.errors.get(key) or diagnose.reason(key, probe.namespace_error)
+            return LayerStatus(layer=layer, available=ok, detail=detail)
+
+        ns_names = ", ".join(["user", *[n for n in probe.namespaces if n != "user"]]) if ns_ok else ""
+        return (
+            LayerStatus(layer=Layer.ENV_SCRUB, available=True, detail="only allowlisted variables pass"),
+            status(Layer.NAMESPACES, ns_ok, f"namespaces: {ns_names}", "namespaces"),
+            status(
+                Layer.UID_DROP,
+                probe.uid is not None and probe.uid != 0,
+                f"commands run as uid {probe.uid}",
+                "uid_drop",
+            ),
+            status(
+                Layer.PRIVATE_TMP, probe.private_tmp, "private size-capped /tmp and /dev/shm", "private_tmp"
+            ),
+            status(
+                Layer.RLIMITS, probe.rlimits, "memory, CPU, process, fd, file-size and core limits", "rlimits"
+            ),
+            LayerStatus(
+                layer=Layer.CGROUP, available=self._cgroup_root is not None, detail=self._cgroup_reason
+            ),
+            status(
+                Layer.NO_NEW_PRIVS,
+                probe.no_new_privs,
+                "setuid and file capabilities disabled",
+                "no_new_privs",
+            ),
+            status(
+                Layer.LANDLOCK,
+                probe.landlock_abi is not None,
+                f"Landlock ABI {probe.landlock_abi} filesystem allowlist",
+                "landlock",
+            ),
+            status(Layer.SECCOMP, probe.seccomp, "seccomp deny-list installed", "seccomp"),
+            LayerStatus(layer=Layer.SEATBELT, available=False, detail="macOS only"),
+        )
+
+
+def _probe(sandbox: LinuxSandbox) -> LaunchReport:
+    """Run the launcher once, synchronously, on /bin/true with every layer requested (not strict)."""
+    report = LaunchReport()
+    with tempfile.TemporaryDirectory(prefix="hanzo-probe-") as tmp:
+        workdir = Path(tmp)
+        policy = SandboxPolicy().with_workdir(workdir)
+        uid, gid = command_ids(policy)
+        if os.geteuid() == 0:
+            os.chown(workdir, uid, gid)
+        plan = sandbox.harden(["true"], policy, env={"PATH": "/usr/bin:/bin"})
+        plan_r, plan_w = os.pipe()
+        status_r, status_w = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                launcher_argv(plan_r, status_w),
+                pass_fds=(plan_r, status_w),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env={},
+            )
+        finally:
+            os.close(plan_r)
+            os.close(status_w)
+        try:
+            with os.fdopen(plan_w, "wb") as plan_pipe:
+                plan_pipe.write(plan.to_json())
+        except BrokenPipeError:
+            pass
+        with os.fdopen(status_r, "rb") as status_pipe:
+            report.feed_all(status_pipe.read())
+        proc.wait()
+    return report

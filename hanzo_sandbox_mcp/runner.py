@@ -1,0 +1,341 @@
+"""Spawn one command through a sandbox, supervise it, and return an `ExecResult`.
+
+The command is started through the launcher (see launcher.py) with its plan on a pipe. The runner then:
+streams stdout and stderr with a cap per stream (memory stays bounded however much a command prints),
+feeds stdin, reads the launcher's status pipe (what fired, exit status, rusage), enforces the wall-clock
+timeout and the session's disk quota, and on timeout, quota or cancellation kills the whole process tree
+with cleanup shielded from further cancellation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+
+import anyio
+import anyio.abc
+
+from .config import OutputSettings
+from .errors import RequestError, SandboxUnavailable
+from .launch import LaunchReport, launcher_argv
+from .launch_plan import LaunchPlan
+from .output import CappedBuffer
+from .policy import SandboxPolicy
+from .results import ExecResult, ResourceUsage
+from .sandbox.base import Attachment, NoAttachment, Sandbox, require_workdir
+from .workdir import directory_usage_bytes, resolve_inside
+
+__all__ = ["OutputCallback", "run_sandboxed"]
+
+OutputCallback = Callable[[str, bytes], Awaitable[None]]
+
+_READ_CHUNK = 64 * 1024
+_QUOTA_INTERVAL_S = 0.5
+_KILL_GRACE_S = 1.0
+_DRAIN_GRACE_S = 2.0
+
+
+@dataclasses.dataclass
+class _CallState:
+    report: LaunchReport = dataclasses.field(default_factory=LaunchReport)
+    timed_out: bool = False
+    quota_exceeded: bool = False
+
+
+def _validate_argv(argv: Sequence[str]) -> None:
+    if not argv:
+        raise RequestError("empty command: give the program to run")
+    if any("\x00" in arg for arg in argv):
+        raise RequestError("the command contains a NUL byte, which no program argument can hold; remove it")
+
+
+async def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    try:
+        while view:
+            await anyio.wait_writable(fd)
+            try:
+                view = view[os.write(fd, view) :]
+            except BlockingIOError:
+                continue
+    except (BrokenPipeError, OSError):
+        pass  # the launcher died early; its status or exit code says why
+    finally:
+        os.close(fd)
+
+
+async def _read_status(fd: int, report: LaunchReport) -> None:
+    pending = b""
+    try:
+        while True:
+            await anyio.wait_readable(fd)
+            try:
+                chunk = os.read(fd, _READ_CHUNK)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                break
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                report.feed(line)
+    finally:
+        os.close(fd)
+
+
+async def _pump(
+    stream: anyio.abc.ByteReceiveStream, buffer: CappedBuffer, name: str, on_output: OutputCallback | None
+) -> None:
+    async for chunk in stream:
+        buffer.feed(chunk)
+        if on_output is not None:
+            await on_output(name, chunk)
+
+
+async def _feed_stdin(stream: anyio.abc.ByteSendStream, data: bytes | None) -> None:
+    try:
+        if data:
+            await stream.send(data)
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        pass  # the command does not read its stdin: not an error
+    finally:
+        await stream.aclose()
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+async def _kill_tree(process: anyio.abc.Process, attachment: Attachment) -> None:
+    """SIGTERM asks the launcher to SIGKILL its sandbox (a whole pid namespace); SIGKILL follows if it
+    lingers, and the session group and cgroup are killed too for the case without a pid namespace."""
+    with anyio.CancelScope(shield=True):
+        _signal(process.pid, signal.SIGTERM)
+        attachment.kill()
+        with anyio.move_on_after(_KILL_GRACE_S):
+            await process.wait()
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        _signal(process.pid, signal.SIGKILL)
+        await process.wait()
+
+
+async def _watch_quota(
+    workdir: Path, limit_bytes: int, state: _CallState, process: anyio.abc.Process, attachment: Attachment
+) -> None:
+    while True:
+        await anyio.sleep(_QUOTA_INTERVAL_S)
+        used = await anyio.to_thread.run_sync(directory_usage_bytes, workdir)
+        if used > limit_bytes:
+            state.quota_exceeded = True
+            await _kill_tree(process, attachment)
+            return
+
+
+def _prepare(
+    sandbox: Sandbox,
+    policy: SandboxPolicy,
+    argv: Sequence[str],
+    cwd: Path | str | None,
+    env: Mapping[str, str] | None,
+) -> LaunchPlan:
+    _validate_argv(argv)
+    workdir = require_workdir(policy)
+    if not workdir.is_dir():
+        raise RequestError(f"the working directory {workdir} does not exist")
+    target = resolve_inside(workdir, cwd)
+    plan = sandbox.harden(argv, policy, env=env)
+    tmpdir = plan.env.get("TMPDIR")
+    if tmpdir and Path(tmpdir).parent == workdir and not os.path.isdir(tmpdir):
+        _make_like(Path(tmpdir), workdir)
+    return dataclasses.replace(plan, cwd=str(target))
+
+
+def _make_like(path: Path, model: Path) -> None:
+    """Create a directory with the same owner as `model` (the command's uid owns the workdir)."""
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        st = model.stat()
+        if os.geteuid() == 0:
+            os.chown(path, st.st_uid, st.st_gid)
+    except OSError:
+        pass  # a read-only workdir: the command will see TMPDIR missing, as it would anyway
+
+
+async def run_sandboxed(
+    sandbox: Sandbox,
+    policy: SandboxPolicy,
+    argv: Sequence[str],
+    *,
+    cwd: Path | str | None = None,
+    stdin: bytes | None = None,
+    timeout_s: float,
+    output: OutputSettings | None = None,
+    on_output: OutputCallback | None = None,
+    env: Mapping[str, str] | None = None,
+) -> ExecResult:
+    """Run `argv` confined by `sandbox` under `policy` (whose `session_workdir` must be set).
+
+    `cwd` is relative to the workdir and may not leave it. Raises `RequestError` for unusable arguments and
+    `SandboxUnavailable` when a strict policy's layer could not be applied (the command did not run).
+    Cancellation kills the process tree before it propagates.
+    """
+    if not math.isfinite(timeout_s) or timeout_s <= 0:
+        raise RequestError("timeout_s must be a positive number of seconds")
+    output = output or OutputSettings()
+    plan = _prepare(sandbox, policy, argv, cwd, env)
+    workdir = require_workdir(policy)
+    stdout = CappedBuffer(output.max_stdout_bytes)
+    stderr = CappedBuffer(output.max_stderr_bytes)
+    state = _CallState()
+
+    plan_r, plan_w = os.pipe()
+    status_r, status_w = os.pipe()
+    os.set_blocking(plan_w, False)
+    os.set_blocking(status_r, False)
+    started = time.monotonic()
+    try:
+        process = await anyio.open_process(
+            launcher_argv(plan_r, status_w),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=(plan_r, status_w),
+            env={},
+        )
+    except BaseException:
+        for fd in (plan_w, status_r):
+            os.close(fd)
+        raise
+    finally:
+        os.close(plan_r)
+        os.close(status_w)
+
+    attachment: Attachment | None = None
+    try:
+        # Attach before the plan is sent: the launcher waits for its plan before it forks anything.
+        attachment = sandbox.attach(process.pid, policy)
+        await _supervise(
+            process,
+            plan,
+            plan_w,
+            status_r,
+            stdin,
+            timeout_s,
+            policy,
+            workdir,
+            stdout,
+            stderr,
+            state,
+            attachment,
+            on_output,
+        )
+    except BaseException:
+        await _kill_tree(process, attachment or NoAttachment())
+        raise
+    finally:
+        peak = attachment.memory_peak_bytes() if attachment else None
+        if attachment is not None:
+            attachment.release()
+    duration_ms = (time.monotonic() - started) * 1000
+    return _result(sandbox, policy, state, stdout, stderr, duration_ms, peak)
+
+
+async def _supervise(
+    process: anyio.abc.Process,
+    plan: LaunchPlan,
+    plan_w: int,
+    status_r: int,
+    stdin: bytes | None,
+    timeout_s: float,
+    policy: SandboxPolicy,
+    workdir: Path,
+    stdout: CappedBuffer,
+    stderr: CappedBuffer,
+    state: _CallState,
+    attachment: Attachment,
+    on_output: OutputCallback | None,
+) -> None:
+    assert process.stdin and process.stdout and process.stderr
+    async with anyio.create_task_group() as io_group:
+        io_group.start_soon(_write_all, plan_w, plan.to_json())
+        io_group.start_soon(_read_status, status_r, state.report)
+        io_group.start_soon(_pump, process.stdout, stdout, "stdout", on_output)
+        io_group.start_soon(_pump, process.stderr, stderr, "stderr", on_output)
+        io_group.start_soon(_feed_stdin, process.stdin, stdin)
+        async with anyio.create_task_group() as watch_group:
+            watch_group.start_soon(
+                _watch_quota, workdir, policy.workdir_quota_mb * 1024 * 1024, state, process, attachment
+            )
+            with anyio.move_on_after(timeout_s) as deadline:
+                await process.wait()
+            if deadline.cancelled_caught:
+                state.timed_out = True
+                await _kill_tree(process, attachment)
+            watch_group.cancel_scope.cancel()
+        # The launcher is gone, so the pipes close unless something escaped the tree: bound the wait.
+        io_group.cancel_scope.deadline = anyio.current_time() + _DRAIN_GRACE_S
+
+
+def _result(
+    sandbox: Sandbox,
+    policy: SandboxPolicy,
+    state: _CallState,
+    stdout: CappedBuffer,
+    stderr: CappedBuffer,
+    duration_ms: float,
+    peak_bytes: int | None,
+) -> ExecResult:
+    report = state.report
+    if report.abort and report.abort_strict:
+        raise SandboxUnavailable(report.abort + "; the command did not run")
+    exit_info = report.exit or {}
+    exit_code = exit_info.get("exit_code")
+    signum = exit_info.get("signal")
+    error = report.abort or report.exec_failed
+    if state.timed_out or state.quota_exceeded:
+        exit_code, signum = None, signal.SIGKILL
+    elif report.exit is None:
+        exit_code = exit_code if error is None else 125
+    if state.quota_exceeded:
+        error = (
+            f"the session's disk quota of {policy.workdir_quota_mb} MiB was exceeded; the call was stopped"
+        )
+    usage = None
+    if report.exit is not None:
+        peak_kb = int(exit_info.get("peak_rss_kb") or 0)
+        if peak_bytes is not None:
+            peak_kb = max(peak_kb, peak_bytes // 1024)
+        usage = ResourceUsage(
+            cpu_user_s=float(exit_info.get("cpu_user_s") or 0.0),
+            cpu_sys_s=float(exit_info.get("cpu_sys_s") or 0.0),
+            peak_rss_kb=peak_kb,
+        )
+    err_text = stderr.text()
+    if report.exec_failed:
+        err_text = (err_text + "\n" if err_text else "") + report.exec_failed
+    return ExecResult(
+        exit_code=exit_code,
+        signal=signum,
+        stdout=stdout.text(),
+        stderr=err_text,
+        stdout_truncated_bytes=stdout.dropped,
+        stderr_truncated_bytes=stderr.dropped,
+        timed_out=state.timed_out,
+        quota_exceeded=state.quota_exceeded,
+        duration_ms=round(duration_ms, 3),
+        resource_usage=usage,
+        protection=sandbox.report(report, policy),
+        error=error,
+    )
