@@ -36,10 +36,14 @@ What a command gets (see the comments in the generated text for the reasons):
   contents nor a directory listing.
 * **Writes** (``file-write*``): only the session workdir and ``extra_fs_write``, plus ``/dev/null``,
   ``/dev/zero``, ``/dev/tty``, ``/dev/dtracehelper``, already-open descriptors under ``/dev/fd`` and
-  pseudo-terminals the command creates itself. There is no private ``/tmp`` on macOS: ``/tmp`` and
-  ``/private/var/folders`` stay read-only-denied, and the launcher is expected to point ``TMPDIR`` (and
-  ``HOME``) into the session workdir, as the Linux backend does. Tools that ignore ``TMPDIR`` and write
-  to the per-user ``confstr`` temp dir fail unless that dir is in ``extra_fs_write``.
+  pseudo-terminals the command creates itself. There is no private ``/tmp`` on macOS, and the shared
+  ``/tmp`` and ``/private/var/folders`` are neither readable nor writable (other processes' files live
+  there). The launcher is expected to point ``TMPDIR`` (and ``HOME``) into the session workdir, as the
+  Linux backend does; Python, git, compilers and most tools honour ``TMPDIR``. Tools that ignore it
+  and write to the per-user ``confstr`` temp dir fail unless that dir is in ``extra_fs_write``.
+* **Exec** is allowed only from the readable roots; a bare command name is searched on ``PATH`` by
+  ``sandbox-exec`` after the profile is applied, so launchers should pass an absolute program path or a
+  ``PATH`` of readable directories.
 * **Network**: see `NETWORK_DETAIL`.
 * **Home protection** (when ``home`` is given): credential stores under it (``.ssh``, ``.gnupg``,
   ``.aws``, keychains ...) are carved out of every grant that merely *contains* them (for instance a
