@@ -171,8 +171,15 @@ def test_bad_env_names_are_rejected(name: str) -> None:
 
 @pytest.mark.parametrize(
     "field",
-    ["max_memory_mb", "max_cpu_secs", "max_procs", "max_open_fds", "max_file_sz_mb", "tmp_size_mb",
-     "workdir_quota_mb"],
+    [
+        "max_memory_mb",
+        "max_cpu_secs",
+        "max_procs",
+        "max_open_fds",
+        "max_file_sz_mb",
+        "tmp_size_mb",
+        "workdir_quota_mb",
+    ],
 )
 def test_negative_limits_are_rejected(field: str) -> None:
     text = _error_text(**{field: -1})
