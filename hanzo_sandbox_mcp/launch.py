@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import ast
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,10 +42,10 @@ class LaunchReport:
     exit: dict[str, Any] | None = None
 
     def feed(self, line: bytes) -> None:
-        """Merge one JSON line; garbage is ignored (the pipe is ours, but never crash on it)."""
+        """Merge one line (a dict literal); garbage is ignored (the pipe is ours, but never crash on it)."""
         try:
-            event = json.loads(line)
-        except ValueError:
+            event = ast.literal_eval(line.decode("utf-8", "replace"))
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
             return
         if not isinstance(event, dict):
             return

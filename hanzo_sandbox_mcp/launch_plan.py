@@ -1,75 +1,152 @@
 """The launch plan: everything the launcher needs to confine and exec one command.
 
-Standard library only: the launcher imports this module under `python -I -S` and must start fast. The plan
-crosses a process boundary as JSON through an inherited file descriptor (never argv, which other processes
-can read in /proc).
+Imported by the launcher under `python -I -S` before every command, so it uses nothing but builtins:
+`dataclasses` would import `inspect` and `re`, and `json` would import `re` (about 15 ms together, more than
+the launcher's own work). The plan crosses the process boundary in `marshal` format through an inherited
+pipe: both ends are this package (the format never leaves the machine or meets untrusted input), it is
+built in, and it is the fastest codec Python has. Never argv, which other processes can read in /proc.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-from dataclasses import asdict, dataclass, field
-from typing import Any
+import marshal
 
 __all__ = ["NAMESPACE_NAMES", "LandlockSpec", "LaunchPlan"]
 
-#: The namespaces the launcher knows how to create, in `unshare` flag order.
+#: The namespaces the launcher knows how to create.
 NAMESPACE_NAMES = ("user", "pid", "mount", "net", "ipc", "uts")
 
 
-@dataclass(frozen=True)
-class LandlockSpec:
+class _Record:
+    """Immutable record with keyword construction, equality, repr, `replace` and a plain-dict form."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def __init__(self, **fields: object) -> None:
+        for name in self.__slots__:
+            object.__setattr__(self, name, fields[name])
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable; use replace()")
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self.as_dict() == other.as_dict()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(tuple(repr(getattr(self, name)) for name in self.__slots__))
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({body})"
+
+    def as_dict(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class LandlockSpec(_Record):
     """Filesystem and network allowlist handed to Landlock."""
 
-    read_exec: tuple[str, ...] = ()
-    read_write: tuple[str, ...] = ()
-    deny_tcp: bool = False
-    scope: bool = True
+    __slots__ = ("read_exec", "read_write", "deny_tcp", "scope")
+    read_exec: tuple[str, ...]
+    read_write: tuple[str, ...]
+    deny_tcp: bool
+    scope: bool
+
+    def __init__(
+        self,
+        read_exec: tuple[str, ...] = (),
+        read_write: tuple[str, ...] = (),
+        deny_tcp: bool = False,
+        scope: bool = True,
+    ) -> None:
+        super().__init__(read_exec=tuple(read_exec), read_write=tuple(read_write), deny_tcp=deny_tcp, scope=scope)
 
 
-@dataclass(frozen=True)
-class LaunchPlan:
+class LaunchPlan(_Record):
     """One command, the layers to apply to it, and how strictly."""
 
+    __slots__ = (
+        "argv",
+        "env",
+        "cwd",
+        "namespaces",
+        "uid",
+        "gid",
+        "loopback",
+        "tmp_size_mb",
+        "rlimits",
+        "no_new_privs",
+        "landlock",
+        "seccomp_bpf",
+        "strict",
+        "wrapper",
+    )
     argv: tuple[str, ...]
     env: dict[str, str]
     cwd: str
-    namespaces: tuple[str, ...] = ()
-    uid: int | None = None
-    gid: int | None = None
-    loopback: bool = False
-    tmp_size_mb: int | None = None
-    rlimits: dict[str, int] = field(default_factory=dict)
-    no_new_privs: bool = False
-    landlock: LandlockSpec | None = None
-    seccomp_bpf: bytes | None = None
-    strict: bool = False
-    wrapper: tuple[str, ...] = ()
+    namespaces: tuple[str, ...]
+    uid: int | None
+    gid: int | None
+    loopback: bool
+    tmp_size_mb: int | None
+    rlimits: dict[str, int]
+    no_new_privs: bool
+    landlock: LandlockSpec | None
+    seccomp_bpf: bytes | None
+    strict: bool
+    wrapper: tuple[str, ...]
     """Argv prepended to `argv` before exec (macOS `sandbox-exec -p ...`)."""
 
-    def to_json(self) -> bytes:
-        data: dict[str, Any] = asdict(self)
-        data["seccomp_bpf"] = None if self.seccomp_bpf is None else base64.b64encode(self.seccomp_bpf).decode()
-        return json.dumps(data, separators=(",", ":")).encode()
+    def __init__(
+        self,
+        *,
+        argv: tuple[str, ...],
+        env: dict[str, str],
+        cwd: str,
+        namespaces: tuple[str, ...] = (),
+        uid: int | None = None,
+        gid: int | None = None,
+        loopback: bool = False,
+        tmp_size_mb: int | None = None,
+        rlimits: dict[str, int] | None = None,
+        no_new_privs: bool = False,
+        landlock: LandlockSpec | None = None,
+        seccomp_bpf: bytes | None = None,
+        strict: bool = False,
+        wrapper: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(
+            argv=tuple(argv),
+            env=dict(env),
+            cwd=cwd,
+            namespaces=tuple(namespaces),
+            uid=uid,
+            gid=gid,
+            loopback=loopback,
+            tmp_size_mb=tmp_size_mb,
+            rlimits=dict(rlimits or {}),
+            no_new_privs=no_new_privs,
+            landlock=landlock,
+            seccomp_bpf=seccomp_bpf,
+            strict=strict,
+            wrapper=tuple(wrapper),
+        )
+
+    def replace(self, **changes: object) -> LaunchPlan:
+        return LaunchPlan(**{**self.as_dict(), **changes})  # type: ignore[arg-type]
+
+    def to_wire(self) -> bytes:
+        data = self.as_dict()
+        if self.landlock is not None:
+            data["landlock"] = self.landlock.as_dict()
+        return marshal.dumps(data)
 
     @classmethod
-    def from_json(cls, raw: bytes) -> LaunchPlan:
-        data = json.loads(raw)
-        landlock = data.pop("landlock")
-        bpf = data.pop("seccomp_bpf")
-        return cls(
-            argv=tuple(data.pop("argv")),
-            namespaces=tuple(data.pop("namespaces")),
-            wrapper=tuple(data.pop("wrapper")),
-            landlock=None
-            if landlock is None
-            else LandlockSpec(
-                read_exec=tuple(landlock["read_exec"]),
-                read_write=tuple(landlock["read_write"]),
-                deny_tcp=landlock["deny_tcp"],
-                scope=landlock["scope"],
-            ),
-            seccomp_bpf=None if bpf is None else base64.b64decode(bpf),
-            **data,
-        )
+    def from_wire(cls, raw: bytes) -> LaunchPlan:
+        data = marshal.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError("a launch plan must be a mapping")
+        landlock = data.get("landlock")
+        if landlock is not None:
+            data["landlock"] = LandlockSpec(**landlock)
+        return cls(**data)

@@ -2,8 +2,12 @@
 
 The server is multi-threaded (anyio), so it cannot fork and set up layers itself (no `preexec_fn`); it
 spawns this file as `python -I -S -B launcher.py PLAN_FD STATUS_FD` instead. The plan arrives on PLAN_FD
-(never argv, which /proc exposes); what actually fired is reported on STATUS_FD as JSON lines, so the
-server's report never claims a protection that did not fire.
+(never argv, which /proc exposes); what actually fired is reported on STATUS_FD, one Python-literal dict
+per line, so the server's report never claims a protection that did not fire.
+
+Start-up cost matters (it is paid by every command), so the launcher imports only builtins and small C
+modules: `_signal` instead of `signal` (which imports `enum`), `marshal` instead of `json` (`re`), no
+`typing` or `dataclasses` at run time.
 
 Three processes, each with one job:
 
@@ -25,12 +29,14 @@ With `strict`, a requested layer that fails aborts before exec (fail closed) and
 
 from __future__ import annotations
 
-import json
+import _signal as signal
 import os
 import select
-import signal
 import sys
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 if __name__ == "__main__":  # run as a file under -I -S: make the package importable without site
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -55,13 +61,13 @@ _FORWARDED = (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, sign
 
 
 class Reporter:
-    """Writes one JSON object per line to the status pipe; each write is atomic (< PIPE_BUF)."""
+    """Writes one dict literal per line to the status pipe; each write is atomic (< PIPE_BUF)."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
 
     def send(self, event: str, **fields: Any) -> None:
-        line = json.dumps({"event": event, **fields}, separators=(",", ":")).encode() + b"\n"
+        line = repr({"event": event, **fields}).encode("utf-8", "backslashreplace") + b"\n"
         try:
             os.write(self.fd, line[:4000] if len(line) > 4000 else line)
         except OSError:
@@ -95,9 +101,7 @@ def supervise(plan: LaunchPlan, status: Reporter) -> int:
     active, ns_error = _unshare(plan, wanted, is_root)
     status.send("namespaces", active=active, error=ns_error)
     if ns_error and plan.strict:
-        status.send(
-            "abort", message=f"strict policy: namespaces could not be created ({ns_error})", strict=True
-        )
+        status.send("abort", message=f"strict policy: namespaces could not be created ({ns_error})", strict=True)
         return EXIT_SETUP_FAILED
 
     # The init watches this pipe: its write end closes only when the supervisor dies.
@@ -259,9 +263,7 @@ def _mount_private_tmp(plan: LaunchPlan, size_mb: int, uid: int, gid: int) -> No
 # --- stage 3: the command ------------------------------------------------------------------------------
 
 
-def _run_command(
-    plan: LaunchPlan, status: Reporter, uid: int, gid: int, is_root: bool, private_tmp: bool
-) -> int:
+def _run_command(plan: LaunchPlan, status: Reporter, uid: int, gid: int, is_root: bool, private_tmp: bool) -> int:
     for signum in _FORWARDED:
         signal.signal(signum, signal.SIG_DFL)
     errors: dict[str, str] = {}
@@ -351,9 +353,7 @@ def _apply_layers(
         # /tmp and /dev/shm are writable only when they are this call's own tmpfs, never the host's.
         read_write = (*spec.read_write, "/tmp", "/dev/shm") if private_tmp else spec.read_write
         try:
-            result = landlock.restrict_self(
-                spec.read_exec, read_write, deny_tcp=spec.deny_tcp, scope=spec.scope
-            )
+            result = landlock.restrict_self(spec.read_exec, read_write, deny_tcp=spec.deny_tcp, scope=spec.scope)
             applied["landlock_abi"] = result.abi
         except OSError as exc:
             _failed(plan, errors, "landlock", exc)
@@ -389,7 +389,7 @@ def _read_plan(fd: int) -> LaunchPlan:
     while chunk := os.read(fd, 1 << 16):
         chunks.append(chunk)
     os.close(fd)
-    return LaunchPlan.from_json(b"".join(chunks))
+    return LaunchPlan.from_wire(b"".join(chunks))
 
 
 def main(argv: list[str]) -> int:
@@ -399,7 +399,7 @@ def main(argv: list[str]) -> int:
     status = Reporter(int(argv[2]))
     try:
         plan = _read_plan(int(argv[1]))
-    except (OSError, ValueError, TypeError, KeyError) as exc:
+    except (OSError, ValueError, TypeError, KeyError, EOFError) as exc:
         status.send("abort", message=f"unreadable launch plan: {exc}")
         return EXIT_SETUP_FAILED
     if sys.platform.startswith("linux"):
@@ -436,4 +436,6 @@ def _run_unconfined(plan: LaunchPlan, status: Reporter) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    # os._exit: the launcher holds no buffered output, and interpreter finalization costs milliseconds
+    # that every command would pay.
+    os._exit(main(sys.argv))

@@ -159,7 +159,7 @@ def _prepare(
     tmpdir = plan.env.get("TMPDIR")
     if tmpdir and Path(tmpdir).parent == workdir and not os.path.isdir(tmpdir):
         _make_like(Path(tmpdir), workdir)
-    return dataclasses.replace(plan, cwd=str(target))
+    return plan.replace(cwd=str(target))
 
 
 def _make_like(path: Path, model: Path) -> None:
@@ -269,7 +269,7 @@ async def _supervise(
 ) -> None:
     assert process.stdin and process.stdout and process.stderr
     async with anyio.create_task_group() as io_group:
-        io_group.start_soon(_write_all, plan_w, plan.to_json())
+        io_group.start_soon(_write_all, plan_w, plan.to_wire())
         io_group.start_soon(_read_status, status_r, state.report)
         io_group.start_soon(_pump, process.stdout, stdout, "stdout", on_output)
         io_group.start_soon(_pump, process.stderr, stderr, "stderr", on_output)

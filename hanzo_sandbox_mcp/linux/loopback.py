@@ -6,8 +6,8 @@ their own listeners, while the host's listeners stay unreachable (they live in a
 
 from __future__ import annotations
 
+import _socket
 import fcntl
-import socket
 import struct
 
 __all__ = ["bring_up_loopback"]
@@ -20,7 +20,11 @@ _IFREQ = "16sH14x"
 
 def bring_up_loopback() -> None:
     """Set IFF_UP on `lo`; raises OSError when the namespace does not allow it."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    # `_socket`, not `socket`: the wrapper module imports enum/selectors, a few ms at every launch.
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
         request = struct.pack(_IFREQ, b"lo", 0)
         _, flags = struct.unpack(_IFREQ, fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, request))
         fcntl.ioctl(sock.fileno(), SIOCSIFFLAGS, struct.pack(_IFREQ, b"lo", flags | IFF_UP))
+    finally:
+        sock.close()

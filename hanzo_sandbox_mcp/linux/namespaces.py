@@ -6,7 +6,9 @@ is one, owns the others), then forks the init of the new pid namespace.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 from .libc import check, libc, prctl
 

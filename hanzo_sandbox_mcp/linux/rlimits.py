@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import resource
-from collections.abc import Mapping
 
 __all__ = ["RLIMIT_NAMES", "apply_rlimits"]
 
@@ -18,7 +17,7 @@ RLIMIT_NAMES = {
 }
 
 
-def apply_rlimits(limits: Mapping[str, int]) -> None:
+def apply_rlimits(limits: dict[str, int]) -> None:
     """Set soft and hard limit of each resource to the value (hard too, so the command cannot raise it).
 
     A value above an existing hard limit is clamped to it, since only privileged processes may raise one.

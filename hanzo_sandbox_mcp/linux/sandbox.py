@@ -266,7 +266,7 @@ def _probe(sandbox: LinuxSandbox) -> LaunchReport:
             os.close(status_w)
         try:
             with os.fdopen(plan_w, "wb") as plan_pipe:
-                plan_pipe.write(plan.to_json())
+                plan_pipe.write(plan.to_wire())
         except BrokenPipeError:
             pass
         with os.fdopen(status_r, "rb") as status_pipe:
