@@ -30,7 +30,7 @@ class _Record:
         raise AttributeError(f"{type(self).__name__} is immutable; use replace()")
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self.as_dict() == other.as_dict()  # type: ignore[attr-defined]
+        return type(other) is type(self) and self.as_dict() == other.as_dict()
 
     def __hash__(self) -> int:
         return hash(tuple(repr(getattr(self, name)) for name in self.__slots__))
@@ -46,7 +46,7 @@ class _Record:
 class LandlockSpec(_Record):
     """Filesystem and network allowlist handed to Landlock."""
 
-    __slots__ = ("read_exec", "read_write", "deny_tcp", "scope")
+    __slots__ = ("deny_tcp", "read_exec", "read_write", "scope")
     read_exec: tuple[str, ...]
     read_write: tuple[str, ...]
     deny_tcp: bool
@@ -67,18 +67,18 @@ class LaunchPlan(_Record):
 
     __slots__ = (
         "argv",
-        "env",
         "cwd",
-        "namespaces",
-        "uid",
+        "env",
         "gid",
-        "loopback",
-        "tmp_size_mb",
-        "rlimits",
-        "no_new_privs",
         "landlock",
+        "loopback",
+        "namespaces",
+        "no_new_privs",
+        "rlimits",
         "seccomp_bpf",
         "strict",
+        "tmp_size_mb",
+        "uid",
         "wrapper",
     )
     argv: tuple[str, ...]

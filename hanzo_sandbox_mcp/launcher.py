@@ -29,19 +29,21 @@ With `strict`, a requested layer that fails aborts before exec (fail closed) and
 
 from __future__ import annotations
 
-import _signal as signal
 import os
 import select
 import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import signal
     from typing import Any
+else:
+    import _signal as signal  # the C module under `signal`, same functions and constants, without enum
 
 if __name__ == "__main__":  # run as a file under -I -S: make the package importable without site
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from hanzo_sandbox_mcp.launch_plan import LaunchPlan
+from hanzo_sandbox_mcp.launch_plan import LaunchPlan  # noqa: E402 (needs the sys.path line above)
 
 if sys.platform.startswith("linux"):
     # Imported now, while the package is still readable: after the uid switch or under Landlock the

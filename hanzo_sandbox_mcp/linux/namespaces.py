@@ -6,11 +6,11 @@ is one, owns the others), then forks the init of the new pid namespace.
 
 from __future__ import annotations
 
-TYPE_CHECKING = False
+from .libc import check, libc, prctl
+
+TYPE_CHECKING = False  # typing/collections.abc cost the launcher milliseconds at run time
 if TYPE_CHECKING:
     from collections.abc import Iterable
-
-from .libc import check, libc, prctl
 
 __all__ = [
     "CLONE_FLAGS",
