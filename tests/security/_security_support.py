@@ -1,0 +1,270 @@
+"""Shared helpers for the attack tests: host-side probes, process scans, listeners, assertions.
+
+The attack commands run as `/bin/sh -c CMD` inside the sandbox. Python inside the sandbox is always called
+by its absolute path (`SANDBOX_PYTHON`): the server's PATH may start with an interpreter under /root (pyenv),
+which uid 65534 cannot execute, and "Permission denied" from *that* would look like a blocked attack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "IS_ROOT",
+    "NOBODY",
+    "REPO_ROOT",
+    "SANDBOX_PYTHON",
+    "HostTcpListener",
+    "assert_blocked_output",
+    "assert_protection",
+    "expected_command_uid",
+    "host_probe",
+    "json_lines",
+    "make_workdir",
+    "marker_pids",
+    "py",
+    "run_in_sandbox",
+    "unique_sleep",
+    "wait_marker_gone",
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+IS_ROOT = os.geteuid() == 0
+NOBODY = 65534
+#: An interpreter every uid can execute (Debian's); never the pyenv one under /root.
+SANDBOX_PYTHON = "/usr/bin/python3"
+
+DENIED = "Permission denied"
+NOT_PERMITTED = "Operation not permitted"
+NO_SUCH_FILE = "No such file or directory"
+
+
+def expected_command_uid() -> int:
+    """The host uid a sandboxed command runs as: nobody when the server is root, else the server's uid."""
+    return NOBODY if IS_ROOT else os.getuid()
+
+
+def py(code: str, *args: str) -> str:
+    """A shell fragment running `code` with the sandbox-safe interpreter (isolated mode, no site)."""
+    quoted = " ".join(shlex.quote(a) for a in args)
+    return f"{SANDBOX_PYTHON} -I -S -c {shlex.quote(code)} {quoted}".rstrip()
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """Every line of `text` that parses as a JSON object (probes print one object per line)."""
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+    return out
+
+
+def host_probe(code: str, *, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """Run the same probe code on the host, unsandboxed (the positive control of a syscall probe)."""
+    return subprocess.run(
+        [SANDBOX_PYTHON, "-I", "-S", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def assert_blocked_output(result: Any, *, secret: str | None = None, reasons: tuple[str, ...] = (DENIED,)) -> None:
+    """The secret did not leak and the command failed for one of `reasons` (not a typo or a missing tool)."""
+    combined = result.stdout + result.stderr
+    if secret is not None:
+        assert secret not in combined, f"secret leaked: stdout={result.stdout!r} stderr={result.stderr!r}"
+    assert any(r in combined for r in reasons), (
+        f"expected one of {reasons} in output; exit={result.exit_code} "
+        f"stdout={result.stdout!r} stderr={result.stderr!r} error={result.error!r}"
+    )
+    for wrong in (
+        "not found",
+        "Syntax error",
+        "syntax error",
+        'Traceback (most recent call last)\n  File "<string>"',
+    ):
+        if wrong in combined and not any(r in combined for r in reasons):
+            raise AssertionError(f"command failed for the wrong reason: {combined!r}")
+
+
+def make_workdir(parent: Path) -> Path:
+    """A session-like workdir: mode 0700, owned by the uid the command runs as."""
+    path = parent / f"w-{uuid.uuid4().hex[:12]}"
+    path.mkdir(mode=0o700)
+    if IS_ROOT:
+        os.chown(path, expected_command_uid(), expected_command_uid())
+    return path
+
+
+# --- running -------------------------------------------------------------------------------------------
+
+#: Output caps raised for tests that list /proc or fds.
+OUTPUT_CAP = 256 * 1024
+
+
+def run_in_sandbox(
+    sandbox: Any,
+    cmd: str | None = None,
+    *,
+    workdir: Path,
+    network: str = "loopback",
+    timeout_s: float = 20,
+    policy_overrides: dict[str, Any] | None = None,
+    argv: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    stdin: bytes | None = None,
+    cwd: Path | None = None,
+) -> Any:
+    """`run_sandboxed` from synchronous test code: `/bin/sh -c cmd` (or `argv`) under a fresh policy."""
+    import anyio
+
+    from hanzo_sandbox_mcp import runner
+    from hanzo_sandbox_mcp.config import OutputSettings
+    from hanzo_sandbox_mcp.policy import SandboxPolicy
+
+    policy = SandboxPolicy(network=network, **(policy_overrides or {})).with_workdir(workdir)
+    command = argv if argv is not None else ["/bin/sh", "-c", cmd or ""]
+    output = OutputSettings(max_stdout_bytes=OUTPUT_CAP, max_stderr_bytes=OUTPUT_CAP)
+
+    async def go() -> Any:
+        # Hang guard only: the runner's own timeout must fire long before this one.
+        with anyio.fail_after(timeout_s + 90):
+            return await runner.run_sandboxed(
+                sandbox, policy, command, cwd=cwd, stdin=stdin, timeout_s=timeout_s, output=output, env=env
+            )
+
+    return anyio.run(go)
+
+
+# --- processes -------------------------------------------------------------------------------------------
+
+
+def unique_sleep(base: int = 300) -> str:
+    """A `sleep` duration that doubles as a unique marker in /proc/<pid>/cmdline (e.g. `300.4711093`)."""
+    return f"{base}.{uuid.uuid4().int % 10**7:07d}"
+
+
+def marker_pids(marker: str) -> list[int]:
+    """Host pids whose command line contains `marker` (excluding this test process)."""
+    found = []
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read()
+        except OSError:
+            continue
+        if marker.encode() in cmdline:
+            # Zombies keep their cmdline empty; a live match is a real leftover.
+            found.append(int(entry))
+    return found
+
+
+def wait_marker_gone(marker: str, timeout: float = 10.0) -> list[int]:
+    """Poll (bounded) until no host process carries `marker`; return the survivors (empty = none left)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = marker_pids(marker)
+        if not pids or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.1)
+
+
+def kill_marker(marker: str) -> None:
+    """Cleanup: SIGKILL whatever still carries `marker` (only processes this test started)."""
+    for pid in marker_pids(marker):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+# --- network ---------------------------------------------------------------------------------------------
+
+
+class HostTcpListener:
+    """A TCP listener on the host that records every accepted connection and answers a banner."""
+
+    def __init__(self, host: str = "127.0.0.1", family: int = socket.AF_INET) -> None:
+        self.banner = f"HOST-BANNER-{uuid.uuid4().hex}"
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.host = host
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.accepted += 1
+            with conn, contextlib.suppress(OSError):
+                conn.sendall(self.banner.encode() + b"\n")
+
+    def __enter__(self) -> HostTcpListener:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+
+    def host_can_connect(self) -> bool:
+        """Positive control: the listener really answers from the host."""
+        before = self.accepted
+        with socket.create_connection((self.host, self.port), timeout=5) as conn:
+            data = conn.recv(200)
+        deadline = time.monotonic() + 5
+        while self.accepted == before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.banner.encode() in data
+
+
+@contextlib.contextmanager
+def host_sleep(marker: str, *, as_uid: int | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """A host `sleep MARKER`, optionally as another uid (root only), killed afterwards."""
+    kwargs: dict[str, Any] = {}
+    if as_uid is not None and IS_ROOT:
+        kwargs["user"] = as_uid
+        kwargs["group"] = as_uid
+        kwargs["extra_groups"] = []
+    proc = subprocess.Popen(["sleep", marker], stdin=subprocess.DEVNULL, **kwargs)
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def assert_protection(result: Any, **expected: Any) -> None:
+    """Compare fields of `result.protection` (ExecResult or CLI dict) with `expected`, with context."""
+    prot = result.protection if isinstance(result.protection, dict) else result.protection.model_dump()
+    for key, want in expected.items():
+        got = prot.get(key)
+        assert got == want, f"protection.{key} is {got!r}, expected {want!r}; full report: {prot}"

@@ -1,0 +1,229 @@
+"""Fixtures for the attack tests: run a command through the real sandbox (library or CLI).
+
+`sandbox_run(cmd, *, network, timeout_s, workdir, policy_overrides, ...)` calls
+`hanzo_sandbox_mcp.runner.run_sandboxed` with `sandbox.detect()` and a policy bound to a fresh workdir;
+`cli_run(argv, ...)` runs `python -m hanzo_sandbox_mcp run --json ...` and parses the ExecResult JSON.
+
+Workdirs live under a base directory every uid may traverse (0711), each one owned by the uid the command
+runs as (nobody when pytest is root, else the test user), mode 0700: what a session workdir looks like.
+Places for the "server user's secrets" live outside that base, in /var/tmp (visible in the sandbox's mount
+namespace, so a denial there is Landlock's or DAC's, not merely a hidden path).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+if str(Path(__file__).resolve().parents[2]) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from _security_support import (
+    REPO_ROOT,
+    SANDBOX_PYTHON,
+    make_workdir,
+    run_in_sandbox,
+)
+
+
+def _runner_or_skip() -> Any:
+    try:
+        from hanzo_sandbox_mcp import runner
+    except ImportError as exc:  # the lead's runner has not landed yet
+        pytest.skip(f"hanzo_sandbox_mcp.runner is not importable yet: {exc}")
+    return runner
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sandbox_python_exists() -> None:
+    if not os.access(SANDBOX_PYTHON, os.X_OK):
+        pytest.skip(f"{SANDBOX_PYTHON} is missing: the probes need an interpreter every uid can execute")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Any:
+    _runner_or_skip()
+    from hanzo_sandbox_mcp.sandbox import detect
+
+    return detect()
+
+
+@pytest.fixture(scope="session")
+def work_root() -> Iterator[Path]:
+    """Parent of every workdir: traversable (not listable) by the sandbox uid, like a sessions root."""
+    base = os.environ.get("HANZO_SEC_WORK_ROOT") or None
+    root = Path(tempfile.mkdtemp(prefix="hanzo-sec-work-", dir=base))
+    root.chmod(0o711)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def workdir(work_root: Path) -> Path:
+    """A fresh session-like workdir for this test, writable by the command's uid."""
+    return make_workdir(work_root)
+
+
+@pytest.fixture
+def new_workdir(work_root: Path) -> Callable[[], Path]:
+    return lambda: make_workdir(work_root)
+
+
+@pytest.fixture(scope="session")
+def outside_root() -> Iterator[Path]:
+    """A directory outside the workdir, visible inside the sandbox, where the server user's data lives."""
+    root = Path(tempfile.mkdtemp(prefix="hanzo-sec-outside-", dir="/var/tmp"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Secret:
+    path: Path
+    content: str
+
+
+@pytest.fixture
+def private_secret(outside_root: Path) -> Secret:
+    """The server user's secret: 0600 file in a 0700 directory owned by the server uid (like ~/.ssh)."""
+    d = outside_root / f"private-{uuid.uuid4().hex[:8]}"
+    d.mkdir(mode=0o700)
+    content = f"PRIVATE-SECRET-{uuid.uuid4().hex}"
+    path = d / "id_ed25519"
+    path.write_text(content + "\n")
+    path.chmod(0o600)
+    return Secret(path, content)
+
+
+@pytest.fixture
+def world_readable_secret(outside_root: Path) -> Secret:
+    """A 0644 file in a 0755 directory outside the allowlist: only Landlock (or a mount) can stop a read."""
+    d = outside_root / f"public-{uuid.uuid4().hex[:8]}"
+    d.mkdir(mode=0o755)
+    d.chmod(0o755)
+    content = f"WORLD-READABLE-SECRET-{uuid.uuid4().hex}"
+    path = d / "credentials"
+    path.write_text(content + "\n")
+    path.chmod(0o644)
+    return Secret(path, content)
+
+
+@pytest.fixture
+def world_writable_dir(outside_root: Path) -> Path:
+    """A 1777 directory outside the workdir: only Landlock (or a mount) can stop a write there."""
+    d = outside_root / f"shared-{uuid.uuid4().hex[:8]}"
+    d.mkdir()
+    d.chmod(0o1777)
+    return d
+
+
+RunFn = Callable[..., Any]
+
+
+@pytest.fixture
+def sandbox_run(sandbox: Any, workdir: Path) -> RunFn:
+    """Run `cmd` with `/bin/sh -c` (or `argv=`) through `run_sandboxed`; returns the ExecResult.
+
+    Keywords: network="loopback", timeout_s=20, workdir=<this test's>, policy_overrides={}, argv, env,
+    stdin, cwd.
+    """
+    _runner_or_skip()
+
+    def run(cmd: str | None = None, **kwargs: Any) -> Any:
+        kwargs.setdefault("workdir", workdir)
+        return run_in_sandbox(sandbox, cmd, **kwargs)
+
+    return run
+
+
+@dataclass
+class CliResult:
+    proc: subprocess.CompletedProcess[str]
+    data: dict[str, Any] | None
+
+    @property
+    def protection(self) -> dict[str, Any]:
+        assert self.data is not None, f"no JSON: {self.proc.stdout!r} {self.proc.stderr!r}"
+        return dict(self.data["protection"])
+
+
+def cli_command() -> list[str]:
+    """How to start the CLI from the test interpreter (the checkout on PYTHONPATH)."""
+    return [sys.executable, "-m", "hanzo_sandbox_mcp"]
+
+
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.pop("HANZO_SANDBOX", None)
+    env.update(extra or {})
+    return env
+
+
+@pytest.fixture
+def cli_run(workdir: Path) -> Callable[..., CliResult]:
+    """`python -m hanzo_sandbox_mcp run --json [OPTIONS] -- ARGV`; parses the JSON printed on stdout."""
+    if not (REPO_ROOT / "hanzo_sandbox_mcp" / "cli.py").exists():
+        pytest.skip("hanzo_sandbox_mcp/cli.py has not landed yet")
+
+    def run(
+        argv: list[str],
+        *,
+        options: list[str] | None = None,
+        network: str | None = None,
+        timeout_s: float | None = None,
+        workdir: Path | None = None,
+        env: dict[str, str] | None = None,
+        prefix: list[str] | None = None,
+        use_workdir: bool = True,
+    ) -> CliResult:
+        opts = list(options or [])
+        if network is not None:
+            opts += ["--network", network]
+        if timeout_s is not None:
+            opts += ["--timeout", str(timeout_s)]
+        if use_workdir:
+            opts += ["--workdir", str(workdir if workdir is not None else default_workdir)]
+        full = [*(prefix or []), *cli_command(), "run", "--json", *opts, "--", *argv]
+        proc = subprocess.run(
+            full,
+            capture_output=True,
+            text=True,
+            env=cli_env(env),
+            cwd=str(REPO_ROOT),
+            timeout=(timeout_s or 60) + 90,
+            check=False,
+        )
+        data = None
+        text = proc.stdout.strip()
+        if text:
+            try:
+                data = json.loads(text)
+            except ValueError:
+                start = text.find("{")
+                if start >= 0:
+                    try:
+                        data = json.loads(text[start:])
+                    except ValueError:
+                        data = None
+        return CliResult(proc, data)
+
+    default_workdir = workdir
+    return run
