@@ -1,0 +1,450 @@
+"""Sessions: unguessable handles, each owning one private workdir that persists between calls.
+
+A session is an explicit handle. Every run result carries `session_id`; passing it back reuses the
+session's workdir, so files persist between calls. Handles are `secrets.token_urlsafe(24)` (192 bits) and
+are matched against a strict pattern before any use: a malformed handle is an error, never a path
+component. Workdir names are drawn separately, so a path that shows up in output reveals no handle.
+
+Lifetime rules (the tool descriptions repeat them to the model):
+
+- a session expires after `idle_ttl_s` seconds without a call; one with a call running never expires;
+- when `max_sessions` exist, creating another evicts the least recently used idle session, or fails
+  with `SessionLimitReached` when every session is busy;
+- `close()` ends a session at once: its running calls are cancelled (the runner kills their process
+  trees), then its workdir is deleted;
+- `aclose()` (server shutdown, SIGTERM, stdin EOF) deletes every workdir and the sessions root.
+
+Layout and ownership, chosen so one session's command cannot read another's files even without Landlock:
+the sessions root is mode 0711 and owned by the server (a command can traverse it to reach its own
+workdir but cannot list it); each workdir is mode 0700 and owned by the uid commands run as (chowned
+when the server is root and commands run unprivileged).
+
+The server itself reads and lists workdir files (resources, `list_files`), and the model controls that
+directory: `open_beneath()` walks a relative path one component at a time from the workdir's descriptor
+with `O_NOFOLLOW`, so a symbolic link or `..` can never lead the server out of it.
+
+This module is pure library code: it knows nothing of MCP.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import secrets
+import shutil
+import stat
+import tempfile
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import anyio
+import anyio.to_thread
+
+from .config import SessionSettings
+from .errors import RequestError, SessionLimitReached, SessionNotFound
+from .linux.paths import reachable_by
+from .workdir import create_workdir
+
+__all__ = [
+    "SESSION_ID_PATTERN",
+    "Session",
+    "SessionManager",
+    "new_session_id",
+    "open_beneath",
+    "relative_parts",
+    "remove_tree",
+    "validate_session_id",
+]
+
+_log = logging.getLogger("hanzo_sandbox_mcp.sessions")
+
+#: `secrets.token_urlsafe(24)`: exactly 32 characters of the URL-safe base64 alphabet.
+SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{32}")
+_FORGOTTEN_MAX = 4096
+_ROOT_MODE = 0o711
+
+
+def new_session_id() -> str:
+    """A fresh, unguessable session handle (192 bits of entropy)."""
+    return secrets.token_urlsafe(24)
+
+
+def validate_session_id(value: object) -> str:
+    """Return `value` if it has the exact shape of a handle this server issues; else SessionNotFound."""
+    if not isinstance(value, str) or SESSION_ID_PATTERN.fullmatch(value) is None:
+        raise SessionNotFound(
+            "session_id is not a session handle this server issued (32 characters of A-Z, a-z, 0-9, '-', "
+            "'_'); pass the session_id from an earlier result exactly, omit it, or call create_session"
+        )
+    return value
+
+
+@dataclass(eq=False)
+class Session:
+    """One session: its handle, its workdir and its bookkeeping. Created only by SessionManager."""
+
+    id: str
+    workdir: Path
+    created_at: float
+    """Wall-clock creation time (seconds since the epoch)."""
+    last_used: float
+    """Monotonic time of the last call's end (or of creation)."""
+    limiter: anyio.CapacityLimiter
+    """Bounds the calls running at once in this session."""
+    active: int = 0
+    closed: bool = False
+    _calls: int = 0
+    _scopes: set[anyio.CancelScope] = field(default_factory=set)
+    _idle: anyio.Event | None = None
+
+    def next_call_number(self) -> int:
+        """A per-session counter (names the files run_python writes)."""
+        self._calls += 1
+        return self._calls
+
+    @property
+    def busy(self) -> bool:
+        return self.active > 0
+
+
+class SessionManager:
+    """Creates, finds, expires and deletes sessions and their workdirs.
+
+    Single event loop, no locks: every state change happens between awaits. `clock` is injectable so
+    expiry can be tested without waiting.
+    """
+
+    def __init__(
+        self,
+        settings: SessionSettings,
+        *,
+        max_calls_per_session: int,
+        owner: tuple[int, int],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self._max_calls = max_calls_per_session
+        self._owner = owner
+        self._clock = clock
+        self._sessions: OrderedDict[str, Session] = OrderedDict()
+        """Least recently used first."""
+        self._forgotten: OrderedDict[str, str] = OrderedDict()
+        """Recently ended handles -> why (for a precise error message); bounded."""
+        self._default_id: str | None = None
+        self._root: Path | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    @property
+    def root(self) -> Path:
+        """The directory holding this server's workdirs (created by `open()`)."""
+        if self._root is None:
+            raise RuntimeError("SessionManager.open() has not been called")
+        return self._root
+
+    @property
+    def owner(self) -> tuple[int, int]:
+        """(uid, gid) commands run as, which owns each workdir."""
+        return self._owner
+
+    def open(self) -> Path:
+        """Create this server's private sessions root (mode 0711) and return it."""
+        if self._root is not None:
+            return self._root
+        parent = self.settings.root
+        if parent is not None:
+            parent.mkdir(mode=_ROOT_MODE, parents=True, exist_ok=True)
+        else:
+            parent = _default_parent()
+        # A fresh directory per server process, so two servers sharing a configured root never touch
+        # each other's workdirs, and shutdown can remove the whole tree.
+        root = Path(tempfile.mkdtemp(prefix="hanzo-sandbox-", dir=parent))
+        os.chmod(root, _ROOT_MODE)
+        self._root = root
+        uid, gid = self._owner
+        if uid != os.geteuid() and not reachable_by(root, uid, gid):
+            _log.warning(
+                "uid %d, which commands run as, cannot reach the sessions root %s: every command will fail; "
+                "set sessions.root to a directory that uid can traverse",
+                uid,
+                root,
+            )
+        return root
+
+    async def aclose(self) -> None:
+        """End every session (cancelling running calls) and remove the sessions root. Idempotent."""
+        with anyio.CancelScope(shield=True):
+            for session in list(self._sessions.values()):
+                await self._end(session, "the server shut down")
+            if self._root is not None:
+                root, self._root = self._root, None
+                await anyio.to_thread.run_sync(remove_tree, root)
+
+    # -- lookup and creation ---------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self._sessions
+
+    def sessions(self) -> list[Session]:
+        """Live sessions, least recently used first."""
+        return list(self._sessions.values())
+
+    async def create(self) -> Session:
+        """Open a fresh session, evicting the least recently used idle one when at `max_sessions`."""
+        await self.expire_idle()
+        while len(self._sessions) >= self.settings.max_sessions:
+            victim = next((s for s in self._sessions.values() if not s.busy), None)
+            if victim is None:
+                raise SessionLimitReached(
+                    f"all {self.settings.max_sessions} sessions have calls running; wait for one to finish, "
+                    "cancel one, or close a session with close_session"
+                )
+            limit = self.settings.max_sessions
+            await self._end(victim, f"evicted: the server keeps at most {limit} sessions")
+        session_id = new_session_id()
+        workdir = self._make_workdir()
+        now = self._clock()
+        session = Session(
+            id=session_id,
+            workdir=workdir,
+            created_at=time.time(),
+            last_used=now,
+            limiter=anyio.CapacityLimiter(self._max_calls),
+        )
+        self._sessions[session_id] = session
+        _log.info("session %s created", _short(session_id))
+        return session
+
+    async def get(self, session_id: object) -> Session:
+        """The live session for a handle; SessionNotFound (saying why) for a bad, ended or expired one."""
+        sid = validate_session_id(session_id)
+        await self.expire_idle()
+        session = self._sessions.get(sid)
+        if session is None:
+            reason = self._forgotten.get(sid)
+            if reason is not None:
+                raise SessionNotFound(
+                    f"session {sid} has ended ({reason}) and its files are gone; omit session_id or call "
+                    "create_session to start a new one"
+                )
+            raise SessionNotFound(
+                f"unknown session {sid}: it was never issued by this server (or the server restarted); "
+                "omit session_id or call create_session to start a new one"
+            )
+        self._sessions.move_to_end(sid)
+        return session
+
+    async def default(self) -> Session:
+        """The connection's default session (stdio: one client), created on first use or after expiry."""
+        if self._default_id is not None:
+            await self.expire_idle()
+            session = self._sessions.get(self._default_id)
+            if session is not None:
+                self._sessions.move_to_end(session.id)
+                return session
+        session = await self.create()
+        self._default_id = session.id
+        return session
+
+    # -- ending sessions -------------------------------------------------------------------------------
+
+    async def close(self, session_id: object) -> Session:
+        """End a session now: cancel its running calls, then delete its workdir."""
+        session = await self.get(session_id)
+        await self._end(session, "closed by close_session")
+        return session
+
+    async def expire_idle(self) -> list[str]:
+        """End every session idle for longer than `idle_ttl_s`; return their handles."""
+        now = self._clock()
+        ttl = self.settings.idle_ttl_s
+        expired = [s for s in self._sessions.values() if not s.busy and now - s.last_used > ttl]
+        for session in expired:
+            await self._end(session, f"expired after {ttl:g} s without a call")
+        return [s.id for s in expired]
+
+    def seconds_until_next_expiry(self) -> float | None:
+        """How long until the earliest idle session expires (None when none is idle)."""
+        idle = [s.last_used for s in self._sessions.values() if not s.busy]
+        if not idle:
+            return None
+        return max(0.0, min(idle) + self.settings.idle_ttl_s - self._clock())
+
+    async def _end(self, session: Session, reason: str) -> None:
+        if self._sessions.pop(session.id, None) is None:
+            return
+        session.closed = True
+        self._remember(session.id, reason)
+        if self._default_id == session.id:
+            self._default_id = None
+        with anyio.CancelScope(shield=True):
+            if session.busy:
+                # Cancelling a call makes the runner kill its whole process tree before returning, so
+                # nothing is still writing when the workdir is removed.
+                session._idle = anyio.Event()
+                for scope in list(session._scopes):
+                    scope.cancel()
+                await session._idle.wait()
+            await anyio.to_thread.run_sync(remove_tree, session.workdir)
+        _log.info("session %s ended: %s", _short(session.id), reason)
+
+    def _remember(self, session_id: str, reason: str) -> None:
+        self._forgotten[session_id] = reason
+        while len(self._forgotten) > _FORGOTTEN_MAX:
+            self._forgotten.popitem(last=False)
+
+    # -- calls -----------------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def call(self, session: Session) -> AsyncIterator[anyio.CancelScope]:
+        """Run one call in `session`: waits for a per-session slot, keeps the session from expiring while
+        the call runs, and gives a scope that `close()` cancels. Raises SessionNotFound if the session
+        ended meanwhile."""
+        if session.closed:
+            raise SessionNotFound(f"session {session.id} has ended; omit session_id or call create_session")
+        session.active += 1
+        try:
+            with anyio.CancelScope() as scope:
+                session._scopes.add(scope)
+                try:
+                    async with session.limiter:
+                        if session.closed:
+                            raise SessionNotFound(
+                                f"session {session.id} was closed while this call waited; "
+                                "omit session_id or call create_session"
+                            )
+                        yield scope
+                finally:
+                    session._scopes.discard(scope)
+            if scope.cancelled_caught:
+                raise SessionNotFound(
+                    f"session {session.id} was closed while this call ran; its processes were killed"
+                )
+        finally:
+            session.active -= 1
+            session.last_used = self._clock()
+            if session.active == 0 and session._idle is not None:
+                session._idle.set()
+
+    # -- workdirs --------------------------------------------------------------------------------------
+
+    def _make_workdir(self) -> Path:
+        return create_workdir(self.root, "w-", self._owner)
+
+
+def _default_parent() -> Path:
+    """/var/tmp rather than /tmp: the sandbox mounts a private tmpfs over /tmp, which would hide a
+    workdir there from the command, and workdirs (up to the disk quota each) belong on disk, not in RAM."""
+    for candidate in ("/var/tmp",):
+        if os.path.isdir(candidate) and os.access(candidate, os.W_OK | os.X_OK):
+            return Path(candidate)
+    return Path(tempfile.gettempdir())
+
+
+def _short(session_id: str) -> str:
+    # Logs name a session by a prefix: the whole handle is a credential on HTTP.
+    return session_id[:6] + "…"
+
+
+# -- safe access to a directory the model controls ---------------------------------------------------
+
+
+def relative_parts(path: str | None, workdir: Path) -> tuple[str, ...]:
+    """Split a user-supplied path into components inside `workdir`; RequestError when it would leave it.
+
+    Accepts a path relative to the workdir or an absolute one under it. `.` and empty components are
+    dropped; `..` is refused outright (never resolved), as is a NUL byte.
+    """
+    if path is None:
+        return ()
+    if "\x00" in path:
+        raise RequestError("path contains a NUL byte; pass a plain path relative to the session workdir")
+    pure = PurePosixPath(path)
+    if pure.is_absolute():
+        try:
+            pure = pure.relative_to(PurePosixPath(workdir))
+        except ValueError:
+            raise RequestError(
+                f"{path!r} is outside the session workdir {workdir}; pass a path relative to the workdir"
+            ) from None
+    parts = tuple(part for part in pure.parts if part not in ("", "."))
+    if ".." in parts:
+        raise RequestError(f"{path!r} contains '..'; pass a path inside the session workdir without '..'")
+    return parts
+
+
+def open_beneath(workdir: Path, parts: tuple[str, ...], flags: int = os.O_RDONLY) -> int:
+    """Open `workdir/parts...` without following any symbolic link, returning a file descriptor.
+
+    Every component, the workdir included, is opened with O_NOFOLLOW relative to its parent's
+    descriptor, so a link planted anywhere along the path fails the open (ELOOP/ENOTDIR) instead of
+    being followed out of the workdir. The final open adds O_NONBLOCK so a FIFO cannot hang the server.
+    Raises RequestError with a message for the model.
+    """
+    dir_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    shown = "/".join(parts) or "."
+    try:
+        fd = os.open(workdir, dir_flags)
+    except OSError as exc:
+        raise RequestError(f"the session workdir cannot be opened ({exc.strerror})") from None
+    try:
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            part_flags = (flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK) if last else dir_flags
+            next_fd = os.open(part, part_flags, dir_fd=fd)
+            os.close(fd)
+            fd = next_fd
+    except OSError as exc:
+        os.close(fd)
+        raise _path_error(shown, exc) from None
+    return fd
+
+
+def _path_error(shown: str, exc: OSError) -> RequestError:
+    if exc.errno == errno.ENOENT:
+        return RequestError(f"{shown!r} does not exist in the session workdir; list it with list_files")
+    if exc.errno in (errno.ELOOP, errno.EMLINK):
+        return RequestError(
+            f"{shown!r} goes through a symbolic link; the server never follows links in the workdir: "
+            "pass the link's target path inside the workdir instead"
+        )
+    if exc.errno == errno.ENOTDIR:
+        return RequestError(f"a component of {shown!r} is not a directory (or is a symbolic link)")
+    if exc.errno == errno.EISDIR:
+        return RequestError(f"{shown!r} is a directory; list it with list_files")
+    return RequestError(f"{shown!r} cannot be opened: {exc.strerror}")
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a workdir the model filled, whatever it did to it (mode 000 directories included).
+
+    `shutil.rmtree` works on descriptors on Linux and never follows a symbolic link out of the tree. An
+    entry it cannot remove is answered by making that directory (never a link) and its parent writable
+    and searchable again, then trying once more: each round unlocks one more level of nesting.
+    """
+    for _ in range(64):
+        if not os.path.lexists(path):
+            return
+        failed: list[str] = []
+
+        def note(_func: object, name: str, _exc: object, failed: list[str] = failed) -> None:
+            failed.append(name)
+
+        shutil.rmtree(path, onerror=note)
+        if not failed:
+            return
+        for name in failed:
+            for candidate in (os.path.dirname(name), name):
+                with suppress(OSError):
+                    if stat.S_ISDIR(os.lstat(candidate).st_mode):
+                        os.chmod(candidate, 0o700)
+    _log.warning("could not remove %s completely", path)
