@@ -1,0 +1,443 @@
+"""The seccomp deny-list against the real kernel: built with pyseccomp, installed with our ctypes loader.
+
+Filters are installed only in forked children. A denied syscall is probed with harmless arguments (-1
+everywhere, like bubblewrap's try-syscall): EPERM means the filter stopped it, any other error means the
+call reached the kernel. Most tests run the same probe without the filter as a control.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import mmap
+import os
+import random
+import signal
+import socket
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hanzo_sandbox_mcp.linux import seccomp
+from hanzo_sandbox_mcp.linux.seccomp import SeccompError, build_filter, install_filter
+
+pytestmark = pytest.mark.skipif(not seccomp.filter_available(), reason="this kernel cannot run seccomp filters")
+
+pyseccomp = pytest.importorskip("pyseccomp")
+
+MACHINE = os.uname().machine
+IS_ROOT = os.geteuid() == 0
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_LIBC.syscall.restype = ctypes.c_long
+_PR_SET_NO_NEW_PRIVS = 38
+_X32_SYSCALL_BIT = 0x40000000
+_RET_ALLOW = b"\x06\x00\x00\x00\x00\x00\xff\x7f"  # BPF_RET | BPF_K, SECCOMP_RET_ALLOW
+_SIGCHLD = 17
+_CLONE_NEWUSER = 0x10000000
+_CLONE_NEWNET = 0x40000000
+_CLONE_FLAGS = {
+    "CLONE_NEWNS": 0x00020000,
+    "CLONE_NEWCGROUP": 0x02000000,
+    "CLONE_NEWUTS": 0x04000000,
+    "CLONE_NEWIPC": 0x08000000,
+    "CLONE_NEWUSER": _CLONE_NEWUSER,
+    "CLONE_NEWPID": 0x20000000,
+    "CLONE_NEWNET": _CLONE_NEWNET,
+}
+
+# Without the filter, these check a capability before their arguments, so an unprivileged control run
+# cannot tell the kernel's EPERM from ours; the root run checks them.
+_CAPABILITY_FIRST = {
+    "pivot_root", "move_mount", "fsopen", "fsmount", "fspick", "reboot", "swapoff", "acct", "vhangup", "syslog",
+}  # fmt: skip
+
+
+def nr(name: str) -> int:
+    """Native syscall number, independent of the module under test (467: open_tree_attr, newer than libseccomp)."""
+    number = int(pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, name))
+    return 467 if name == "open_tree_attr" and number == -1 else number
+
+
+def raw(number: int, *args: int) -> int:
+    """syscall(number, *args): the result when it succeeds, else -errno."""
+    result = int(_LIBC.syscall(ctypes.c_long(number), *(ctypes.c_ulong(arg & 0xFFFFFFFFFFFFFFFF) for arg in args)))
+    return -ctypes.get_errno() if result == -1 else result
+
+
+def err(action: Callable[[], object]) -> int:
+    """0 when `action` succeeds, else the errno of the OSError it raised."""
+    try:
+        action()
+    except OSError as exc:
+        return exc.errno or -1
+    return 0
+
+
+def fork_child(body: Callable[[], Any], *, bpf: bytes | None, no_new_privs: bool = True) -> tuple[int, Any]:
+    """Run `body` in a forked child, after installing `bpf` when given; (wait status, JSON result)."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_fd)
+            os.setsid()  # no controlling terminal: vhangup and TIOCSTI probes cannot touch the user's tty
+            if no_new_privs and _LIBC.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+            if bpf is not None:
+                install_filter(bpf)
+            payload = {"value": body()}
+        except BaseException as exc:
+            payload = {"error": f"{type(exc).__name__}: {exc}"}
+        try:
+            with os.fdopen(write_fd, "w") as pipe:
+                pipe.write(json.dumps(payload))
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    return status, json.loads(data) if data else None
+
+
+def in_child(body: Callable[[], Any], *, bpf: bytes | None, no_new_privs: bool = True) -> Any:
+    """`fork_child` for a child that must exit normally; its exception becomes a test failure."""
+    status, result = fork_child(body, bpf=bpf, no_new_privs=no_new_privs)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"child died: status {status:#x}"
+    if "error" in result:
+        pytest.fail(f"child raised {result['error']}")
+    return result["value"]
+
+
+@pytest.fixture(scope="module")
+def filters() -> dict[str, bytes]:
+    return {mode: build_filter(mode) for mode in seccomp.NETWORK_MODES}
+
+
+@pytest.fixture
+def tcp_listener() -> Iterator[int]:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        yield server.getsockname()[1]
+
+
+def _probe_denied() -> dict[str, int]:
+    numbers = {name: nr(name) for name in seccomp.DENIED_SYSCALLS}
+    return {name: raw(number, *[-1] * 6) for name, number in numbers.items() if number >= 0}
+
+
+def test_every_denied_syscall_returns_eperm(filters: dict[str, bytes]) -> None:
+    results = in_child(_probe_denied, bpf=filters["full"])
+    if MACHINE == "x86_64":
+        assert {"iopl", "ioperm", "open_tree_attr"} <= results.keys()
+    assert set(results) >= set(seccomp.DENIED_SYSCALLS) - {"iopl", "ioperm"}
+    assert {name: value for name, value in results.items() if value != -errno.EPERM} == {}
+
+
+def test_probe_arguments_reach_the_kernel_without_the_filter() -> None:
+    """The control: the same probes are not answered EPERM by the kernel itself (else the test above is moot)."""
+    results = in_child(_probe_denied, bpf=None)
+    unexplained = {
+        name: value
+        for name, value in results.items()
+        if value == -errno.EPERM and (IS_ROOT or name not in _CAPABILITY_FIRST)
+    }
+    assert unexplained == {}
+
+
+def test_allowed_syscalls_still_work(filters: dict[str, bytes], tmp_path: Path) -> None:
+    def body() -> dict[str, Any]:
+        read_fd, write_fd = os.pipe()
+        os.write(write_fd, b"ok")
+        out: list[int] = []
+        thread = threading.Thread(target=lambda: out.append(os.getpid()))  # pthread_create: clone3 -> clone
+        thread.start()
+        thread.join()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(7)
+        _, status = os.waitpid(pid, 0)
+        with socket.socket(socket.AF_UNIX) as unix:
+            unix_family = int(unix.family)
+        (tmp_path / "file").write_text("data")
+        return {
+            "getpid": os.getpid() > 0,
+            "read": os.read(read_fd, 2).decode(),
+            "thread": out == [os.getpid()],
+            "fork_status": os.waitstatus_to_exitcode(status),
+            "unix": unix_family,
+            "exec": subprocess.run(["/bin/true"], check=False).returncode,
+            "file": (tmp_path / "file").read_text(),
+            "personality_query": raw(nr("personality"), 0xFFFFFFFF),
+        }
+
+    assert in_child(body, bpf=filters["none"]) == {
+        "getpid": True,
+        "read": "ok",
+        "thread": True,
+        "fork_status": 7,
+        "unix": socket.AF_UNIX,
+        "exec": 0,
+        "file": "data",
+        "personality_query": 0,
+    }
+
+
+def test_clone3_returns_enosys(filters: dict[str, bytes]) -> None:
+    def body() -> int:
+        return raw(nr("clone3"), 0, 0)  # NULL args, size 0: EINVAL from the kernel itself
+
+    assert in_child(body, bpf=None) == -errno.EINVAL
+    assert in_child(body, bpf=filters["full"]) == -errno.ENOSYS
+
+
+def _clone(flags: int) -> int:
+    """Raw clone(flags | SIGCHLD) with fork semantics: 0 when a child was created (and reaped), else -errno."""
+    result = raw(nr("clone"), flags | _SIGCHLD, 0, 0, 0, 0)
+    if result == 0:
+        os._exit(0)
+    if result > 0:
+        os.waitpid(result, 0)
+        return 0
+    return result
+
+
+def test_clone_with_namespace_flags_is_denied_while_fork_works(filters: dict[str, bytes]) -> None:
+    def body() -> dict[str, int]:
+        return {"plain": _clone(0), **{name: _clone(flag) for name, flag in _CLONE_FLAGS.items()}}
+
+    control = in_child(lambda: _clone(_CLONE_NEWUSER), bpf=None)
+    assert control == 0, "unprivileged user namespaces are needed for the control"
+    assert in_child(body, bpf=filters["full"]) == {"plain": 0, **dict.fromkeys(_CLONE_FLAGS, -errno.EPERM)}
+
+
+def test_unshare_of_a_user_namespace_fails(filters: dict[str, bytes]) -> None:
+    def body() -> int:
+        return subprocess.run(["unshare", "-U", "true"], capture_output=True, check=False).returncode
+
+    assert in_child(body, bpf=None) == 0
+    assert in_child(body, bpf=filters["full"]) != 0
+    assert in_child(lambda: raw(nr("unshare"), _CLONE_NEWUSER), bpf=filters["full"]) == -errno.EPERM
+
+
+@pytest.mark.parametrize("command", [0x5412, 0x541C, 0xFFFFFFFF00005412, 0x100005412, 0xFFFFFFFF0000541C])
+def test_terminal_injection_ioctls_are_denied_whatever_the_high_bits(filters: dict[str, bytes], command: int) -> None:
+    def body() -> int:
+        return raw(nr("ioctl"), -1, command, 0)
+
+    assert in_child(body, bpf=None) == -errno.EBADF
+    assert in_child(body, bpf=filters["full"]) == -errno.EPERM
+
+
+def test_other_ioctls_pass(filters: dict[str, bytes]) -> None:
+    assert in_child(lambda: raw(nr("ioctl"), -1, 0x5413, 0), bpf=filters["full"]) == -errno.EBADF  # TIOCGWINSZ
+
+
+def test_personality_allows_only_linux_linux32_and_the_query(filters: dict[str, bytes]) -> None:
+    rng = random.Random(20261128)
+    values = {0, 8, 0xFFFFFFFF, 0x0040000, 0x0400000, 0x0100000, 0x0020000, 0xFFFFFFF7, 0xFFFFFFFE, 0x7FFFFFFF}
+    values |= {1 << bit for bit in range(32)} | {(1 << a) | (1 << b) for a in range(32) for b in range(a)}
+    values |= {0xFFFFFFFF ^ value for value in list(values)} | {rng.getrandbits(32) for _ in range(3000)}
+    values |= {0x100000000, 0x100000008, 0x1FFFFFFFF, 0xFFFFFFFF00040000}  # the kernel reads the low 32 bits
+    personality = nr("personality")
+
+    def body() -> dict[str, list[int]]:
+        allowed: list[int] = []
+        for value in sorted(values):
+            if raw(personality, value) != -errno.EPERM:
+                allowed.append(value)
+            raw(personality, 0)
+        raw(personality, 8)
+        took_effect = raw(personality, 0xFFFFFFFF)
+        return {"allowed": allowed, "took_effect": [took_effect]}
+
+    result = in_child(body, bpf=filters["full"])
+    assert result == {
+        "allowed": [0, 8, 0xFFFFFFFF, 0x100000000, 0x100000008, 0x1FFFFFFFF],
+        "took_effect": [8],
+    }
+
+
+def _socket(family: int, sock_type: int = socket.SOCK_STREAM, protocol: int = 0) -> int:
+    fd = raw(nr("socket"), family, sock_type, protocol)
+    if fd >= 0:
+        os.close(fd)
+        return 0
+    return fd
+
+
+def _socketpair(family: int) -> int:
+    fds = (ctypes.c_int * 2)()
+    result = int(_LIBC.socketpair(family, socket.SOCK_STREAM, 0, fds))
+    if result == 0:
+        os.close(fds[0])
+        os.close(fds[1])
+        return 0
+    return -ctypes.get_errno()
+
+
+def test_network_none_allows_only_unix_sockets(filters: dict[str, bytes]) -> None:
+    def body() -> dict[str, int]:
+        return {
+            "inet": _socket(socket.AF_INET),
+            "inet6": _socket(socket.AF_INET6),
+            "netlink": _socket(socket.AF_NETLINK, socket.SOCK_RAW),
+            "unspec": _socket(0),
+            "inet_high_bits": _socket(0x1_00000002),
+            "pair_inet": _socketpair(socket.AF_INET),
+            "unix": _socket(socket.AF_UNIX),
+            "pair_unix": _socketpair(socket.AF_UNIX),
+        }
+
+    control = in_child(body, bpf=None)
+    assert control["inet"] == control["inet6"] == control["netlink"] == control["unix"] == 0
+    assert control["pair_inet"] == -errno.EOPNOTSUPP
+    denied = dict.fromkeys(("inet", "inet6", "netlink", "unspec", "inet_high_bits", "pair_inet"), -errno.EPERM)
+    assert in_child(body, bpf=filters["none"]) == {**denied, "unix": 0, "pair_unix": 0}
+
+
+@pytest.mark.parametrize("mode", ["loopback", "full"])
+def test_network_loopback_and_full_allow_inet(filters: dict[str, bytes], tcp_listener: int, mode: str) -> None:
+    def body() -> dict[str, int]:
+        return {
+            "connect": err(lambda: socket.create_connection(("127.0.0.1", tcp_listener), timeout=5).close()),
+            "inet6": _socket(socket.AF_INET6),
+            "udp": _socket(socket.AF_INET, socket.SOCK_DGRAM),
+            "pair_unix": _socketpair(socket.AF_UNIX),
+        }
+
+    assert in_child(body, bpf=filters[mode]) == {"connect": 0, "inet6": 0, "udp": 0, "pair_unix": 0}
+
+
+@pytest.mark.parametrize("mode", seccomp.NETWORK_MODES)
+def test_packet_and_raw_sockets_are_denied_even_with_cap_net_raw(filters: dict[str, bytes], mode: str) -> None:
+    """In a user + network namespace the child holds CAP_NET_RAW (as a sandbox might), so only the filter stops it."""
+
+    def body() -> dict[str, dict[str, int]]:
+        if _LIBC.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWUSER | CLONE_NEWNET)")
+        probes: dict[str, Callable[[], int]] = {
+            "packet": lambda: _socket(socket.AF_PACKET, socket.SOCK_RAW),
+            "raw4": lambda: _socket(socket.AF_INET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.IPPROTO_ICMP),
+            "raw6": lambda: _socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6),
+            "inet_sock_packet": lambda: _socket(socket.AF_INET, 10),  # legacy spelling of AF_PACKET
+        }
+        before = {name: probe() for name, probe in probes.items()}
+        install_filter(filters[mode])
+        return {"before": before, "after": {name: probe() for name, probe in probes.items()}}
+
+    result = in_child(body, bpf=None)
+    assert set(result["before"].values()) == {0}
+    assert result["after"] == dict.fromkeys(result["before"], -errno.EPERM)
+
+
+@pytest.mark.skipif(MACHINE != "x86_64", reason="x32 exists on x86_64 only")
+def test_x32_syscalls_kill_the_whole_process(filters: dict[str, bytes]) -> None:
+    """Made from a second thread: killing only that thread would let the process carry on."""
+
+    def body() -> str:
+        results: list[int] = []
+        thread = threading.Thread(target=lambda: results.append(raw(_X32_SYSCALL_BIT | nr("getpid"))))
+        thread.start()
+        thread.join(timeout=5)
+        return "thread returned" if results else "thread vanished"
+
+    status, result = fork_child(body, bpf=None)
+    assert os.WIFEXITED(status) and result == {"value": "thread returned"}  # a plain error (or a pid)
+    status, result = fork_child(body, bpf=filters["full"])
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSYS and result is None
+
+
+def _int80_getpid() -> int:
+    """getpid through the i386 entry point (`mov eax, 20; int 0x80; ret`)."""
+    code = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    code.write(b"\xb8\x14\x00\x00\x00\xcd\x80\xc3")
+    function = ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(code)))
+    return int(function())
+
+
+@pytest.mark.skipif(MACHINE != "x86_64", reason="int 0x80 exists on x86_64 only")
+def test_i386_syscalls_kill_the_process(filters: dict[str, bytes]) -> None:
+    status, result = fork_child(lambda: _int80_getpid() > 0, bpf=None)
+    if not (os.WIFEXITED(status) and result == {"value": True}):
+        pytest.skip("this kernel runs no i386 syscalls (ia32 emulation off)")
+    status, result = fork_child(lambda: _int80_getpid() > 0, bpf=filters["full"])
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSYS
+
+
+def test_filter_is_inherited_across_exec(filters: dict[str, bytes]) -> None:
+    def body() -> list[str]:
+        with open("/proc/self/status") as status:
+            mine = [line for line in status if line.startswith("Seccomp:")]
+        proc = subprocess.run(["grep", "^Seccomp:", "/proc/self/status"], capture_output=True, text=True, check=False)
+        return [*mine, proc.stdout]
+
+    assert in_child(body, bpf=filters["full"]) == ["Seccomp:\t2\n", "Seccomp:\t2\n"]
+
+
+def test_install_refuses_without_no_new_privs(filters: dict[str, bytes]) -> None:
+    with open("/proc/self/status") as status:
+        if "NoNewPrivs:\t1" in status.read():
+            pytest.skip("the test process already runs with no_new_privs")
+
+    def body() -> list[Any]:
+        try:
+            install_filter(filters["full"])
+        except SeccompError as exc:
+            return [exc.errno, exc.step, "no_new_privs" in str(exc), _seccomp_mode()]
+        return []
+
+    assert in_child(body, bpf=None, no_new_privs=False) == [errno.EPERM, "install", True, "0"]
+
+
+def _seccomp_mode() -> str:
+    with open("/proc/self/status") as status:
+        return next(line.split()[1] for line in status if line.startswith("Seccomp:"))
+
+
+@pytest.mark.parametrize(
+    "program",
+    [b"", _RET_ALLOW[:7], _RET_ALLOW * 65537, b"\xff\xff\x00\x00\x00\x00\x00\x00"],
+    ids=["empty", "not-whole-instructions", "too-long", "invalid-opcode"],
+)
+def test_install_rejects_malformed_programs(program: bytes) -> None:
+    def body() -> list[Any]:
+        try:
+            install_filter(program)
+        except SeccompError as exc:
+            return [exc.errno, exc.step, _seccomp_mode()]
+        return []
+
+    assert in_child(body, bpf=None) == [errno.EINVAL, "install", "0"]
+
+
+def test_build_filter_rejects_unknown_modes() -> None:
+    with pytest.raises(ValueError, match="network"):
+        build_filter("lan")
+    with pytest.raises(ValueError, match="network"):
+        seccomp.describe_filter("lan")
+
+
+def test_build_filter_returns_whole_bpf_instructions(filters: dict[str, bytes]) -> None:
+    for program in filters.values():
+        assert program and len(program) % 8 == 0 and len(program) // 8 <= 4096
+    assert filters["none"] != filters["loopback"] == filters["full"]
+
+
+def test_describe_filter_covers_every_rule() -> None:
+    full = seccomp.describe_filter("full")
+    none = seccomp.describe_filter("none")
+    assert all(any(line.startswith(f"{name}:") for line in full) for name in seccomp.DENIED_SYSCALLS)
+    assert [line for line in none if line not in full] == [
+        "socket/socketpair other than AF_UNIX: EPERM (network 'none')"
+    ]
+
+
+def test_child_killed_by_signal_is_reported() -> None:
+    """The helper must not hide a dead child (otherwise a filter that kills everything would pass)."""
+    with pytest.raises(AssertionError, match="child died"):
+        in_child(lambda: os.kill(os.getpid(), signal.SIGKILL), bpf=None)
