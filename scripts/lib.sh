@@ -116,7 +116,7 @@ sha256_stdin() {
 source_hash() {
 	local py=$1
 	(
-		cd "$HANZO_ROOT"
+		cd "$HANZO_ROOT" || exit 1
 		"$py" -c 'import sys; print(sys.version)'
 		find pyproject.toml hanzo_sandbox_mcp -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 |
 			LC_ALL=C sort -z | xargs -0 cat -- 2>/dev/null
@@ -139,7 +139,7 @@ ensure_venv() {
 	case "$have" in
 	"$want $extras" | "$want test") return 0 ;; # a test install also serves `serve`
 	esac
-	[ -z "$extras" ] || spec="$HANZO_ROOT[$extras]"
+	[ -z "$extras" ] || spec="${HANZO_ROOT}[$extras]"
 	log "installing $spec into $HANZO_VENV (pip, quiet)"
 	rm -f "$HANZO_STAMP"
 	PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 \

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from hanzo_sandbox_mcp.env_scrub import ALLOWED_ENV, DEFAULT_PATH, scrub_env
 from hanzo_sandbox_mcp.policy import SandboxPolicy
+from hanzo_sandbox_mcp.results import ExecResult
 from hanzo_sandbox_mcp.sandbox.null import NullSandbox
 
 SECRETS = {
@@ -124,11 +126,66 @@ def test_child_process_of_the_null_sandbox_plan_lacks_the_secrets(
 
 def _runner_available() -> bool:
     try:
-        return importlib.util.find_spec("hanzo_sandbox_mcp.runner") is not None
+        import hanzo_sandbox_mcp.runner  # noqa: F401
     except ImportError:
         return False
+    return True
 
 
-@pytest.mark.skipif(not _runner_available(), reason="hanzo_sandbox_mcp.runner has not landed yet")
+needs_runner = pytest.mark.skipif(not _runner_available(), reason="hanzo_sandbox_mcp.runner has not landed yet")
+
+
+@needs_runner
 def test_runner_child_env_lacks_the_secrets(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.skip("the runner's API is not settled yet: write this check against it when it lands")
+    import anyio
+
+    from hanzo_sandbox_mcp.runner import run_sandboxed
+    from hanzo_sandbox_mcp.sandbox import null
+
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    policy = SandboxPolicy().with_workdir(workdir)
+
+    async def main() -> ExecResult:
+        return await run_sandboxed(null(), policy, ["/usr/bin/env"], timeout_s=30)
+
+    result = anyio.run(main)
+    assert result.exit_code == 0, result
+    seen = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    for name in SECRETS.keys() - {"HOME", "TMPDIR"}:
+        assert name not in seen, name
+    assert not set(SECRETS.values()) & set(seen.values())
+    assert seen["HOME"] == str(workdir)
+    assert result.protection.env_scrubbed is True
+
+
+@needs_runner
+@pytest.mark.parametrize("mode", ["off", "auto"])
+def test_cli_run_child_env_lacks_the_secrets(tmp_path: Path, mode: str) -> None:
+    """End to end through `hanzo-sandbox-mcp run --json`, with the null sandbox and with the OS sandbox."""
+    env = {
+        "PATH": os.environ.get("PATH", DEFAULT_PATH),
+        "HOME": str(tmp_path),
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),  # no user config file
+        "HANZO_SANDBOX": mode,
+        "MY_HARMLESS": "visible-only-if-allowed",
+        **{name: value for name, value in SECRETS.items() if name not in ("HOME", "TMPDIR")},
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "hanzo_sandbox_mcp", "run", "--json", "--", "/usr/bin/env"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result = ExecResult.model_validate_json(done.stdout)
+    assert result.exit_code == 0, result
+    for name, value in SECRETS.items():
+        if name not in ("HOME", "TMPDIR"):
+            assert f"{name}=" not in result.stdout
+            assert value not in result.stdout
+    assert "MY_HARMLESS" not in result.stdout
+    assert "Traceback" not in done.stderr
+    assert result.protection.env_scrubbed is True
