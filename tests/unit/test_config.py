@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -201,3 +203,41 @@ def test_settings_are_frozen() -> None:
     settings = Settings()
     with pytest.raises(ValueError):
         settings.log_level = "DEBUG"  # type: ignore[misc]
+
+
+# --- through the command line: exit 2 and a message, never a traceback ------------------------------------
+
+
+def _cli_available() -> bool:
+    try:
+        import hanzo_sandbox_mcp.cli  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _cli_available(), reason="hanzo_sandbox_mcp.cli has not landed yet")
+@pytest.mark.parametrize(
+    ("text", "env", "expected"),
+    [
+        ("[policy]\nmax_memry_mb = 3\n", {}, "policy.max_memry_mb"),
+        ("x =", {}, "not valid TOML"),
+        ("", {SANDBOX_ENV_VAR: "yes"}, SANDBOX_ENV_VAR),
+    ],
+)
+def test_cli_reports_config_errors_without_traceback(
+    xdg: Path, tmp_path: Path, text: str, env: dict[str, str], expected: str
+) -> None:
+    path = _write(tmp_path / "c.toml", text)
+    done = subprocess.run(
+        [sys.executable, "-m", "hanzo_sandbox_mcp", "--config", str(path), "doctor"],
+        env={"PATH": "/usr/bin:/bin", **_env(xdg), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert expected in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
