@@ -1,0 +1,219 @@
+"""Graceful, honest degradation: on a weaker machine the report says exactly what is missing, a strict
+policy refuses to run, and whatever the report still claims really holds.
+
+The weaker machines are simulated by running the CLI under `_degrade_exec.py`, which installs a seccomp
+filter first: `no-userns` (Docker's default profile: unshare/clone with namespace flags -> EPERM),
+`no-landlock` (an old kernel: landlock_* -> ENOSYS), `no-seccomp` (seccomp() -> ENOSYS).
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from _security_support import IS_ROOT, NOBODY, HostTcpListener, kill_marker, py, unique_sleep, wait_marker_gone
+
+DEGRADE = str(Path(__file__).with_name("_degrade_exec.py"))
+
+
+def _pyseccomp_or_skip() -> None:
+    try:
+        import pyseccomp  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"pyseccomp is needed to simulate a weaker kernel: {exc}")
+
+
+@pytest.fixture
+def degraded(cli_run):
+    """cli_run under a simulated weaker machine: degraded(mode, argv, **cli_run_kwargs)."""
+    _pyseccomp_or_skip()
+
+    def run(mode: str, argv: list[str], **kwargs):
+        return cli_run(argv, prefix=[sys.executable, DEGRADE, mode, "--"], **kwargs)
+
+    return run
+
+
+def _missing_mentions(res, *words: str) -> str:
+    missing = res.protection["missing"]
+    hit = [m for m in missing if all(w in m.lower() for w in words)]
+    assert hit, f"`missing` does not mention {words}: {missing}"
+    return hit[0]
+
+
+# --- no user namespaces (Docker's default seccomp profile) ---------------------------------------------
+
+
+def test_report_names_missing_namespaces_when_unshare_is_denied(degraded):
+    res = degraded("no-userns", ["true"])
+    assert res.proc.returncode == 0, res.proc.stderr
+    prot = res.protection
+    for ns in ("pid", "mount", "net"):
+        assert ns not in prot["namespaces"], prot
+    line = _missing_mentions(res, "namespaces")
+    assert "unshare" in line and "not permitted" in line.lower(), line
+    assert prot["network_isolated"] is False, "loopback without a net namespace must not claim isolation"
+    assert prot["private_tmp"] is False
+    # The layers that do not need namespaces still fire, and say so.
+    assert prot["fs_isolated"] is True and prot["landlock_abi"] and prot["seccomp"] is True, prot
+
+
+def test_strict_flag_refuses_to_run_without_namespaces(degraded, workdir):
+    marker = workdir / f"ran-{uuid.uuid4().hex[:6]}"
+    res = degraded("no-userns", ["touch", str(marker)], options=["--strict"])
+    assert res.proc.returncode != 0, res.proc
+    assert "namespace" in res.proc.stderr.lower(), res.proc.stderr
+    assert not marker.exists(), "a strict policy ran the command with a layer missing"
+
+
+def test_strict_config_refuses_to_run_without_namespaces(degraded, workdir, tmp_path):
+    config = tmp_path / "strict.toml"
+    config.write_text("[policy]\nstrict = true\n")
+    marker = workdir / f"ran-{uuid.uuid4().hex[:6]}"
+    res = degraded("no-userns", ["touch", str(marker)], options=["--config", str(config)])
+    assert res.proc.returncode != 0, res.proc
+    assert "namespace" in res.proc.stderr.lower(), res.proc.stderr
+    assert not marker.exists()
+
+
+def test_network_none_claim_holds_without_namespaces(degraded):
+    """Without a net namespace, `none` still claims isolation (seccomp): the host listener must be
+    unreachable."""
+    with HostTcpListener() as lst:
+        code = (
+            "import socket, sys\n"
+            "try: socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=5); print('CONNECTED')\n"
+            "except OSError as e: print('ERR', e.errno)"
+        )
+        res = degraded("no-userns", ["/bin/sh", "-c", py(code, str(lst.port))], network="none")
+        assert res.data is not None, res.proc
+        if res.protection["network_isolated"]:
+            assert "CONNECTED" not in res.data["stdout"], f"report claims isolation, but: {res.data}"
+            assert lst.accepted == 0
+
+
+def test_loopback_report_is_honest_without_namespaces(degraded):
+    """Loopback without a net namespace: the host listener is reachable, and the report says so."""
+    with HostTcpListener() as lst:
+        code = (
+            "import socket, sys\n"
+            "try: socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=5); print('CONNECTED')\n"
+            "except OSError as e: print('ERR', e.errno)"
+        )
+        res = degraded("no-userns", ["/bin/sh", "-c", py(code, str(lst.port))], network="loopback")
+        assert res.data is not None, res.proc
+        reached = "CONNECTED" in res.data["stdout"]
+        if reached:
+            assert res.protection["network_isolated"] is False, res.protection
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="the victim must have the command's uid; only root can start it as nobody")
+def test_landlock_signal_scope_protects_host_without_pid_namespace(degraded):
+    """No pid namespace: host processes of the command's uid are visible. Landlock's signal scope (ABI 6)
+    must still stop signals to them (kill -0 checks permission without delivering anything)."""
+    marker = unique_sleep()
+    victim = subprocess.Popen(["sleep", marker], user=NOBODY, group=NOBODY, extra_groups=[])
+    try:
+        res = degraded("no-userns", ["/bin/sh", "-c", f"kill -0 {victim.pid} && echo SIGNAL-OK; true"])
+        assert res.data is not None, res.proc
+        assert "pid" not in res.protection["namespaces"]
+        assert victim.poll() is None
+        if (res.protection["landlock_abi"] or 0) >= 6:
+            assert "SIGNAL-OK" not in res.data["stdout"], f"signal reached a host process: {res.data}"
+            assert "not permitted" in res.data["stderr"].lower(), res.data
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def test_daemon_is_killed_without_pid_namespace(degraded):
+    """The supervisor is a child subreaper: a setsid daemon is re-parented to it and killed."""
+    marker = unique_sleep(305)
+    try:
+        res = degraded(
+            "no-userns",
+            ["/bin/sh", "-c", f"setsid sh -c 'sleep {marker}' </dev/null >/dev/null 2>&1 & echo started"],
+            timeout_s=30,
+        )
+        assert res.data is not None, res.proc
+        assert "started" in res.data["stdout"]
+        assert wait_marker_gone(marker) == [], "a daemon outlived its call without a pid namespace"
+    finally:
+        kill_marker(marker)
+
+
+# --- no Landlock (old kernel) --------------------------------------------------------------------------
+
+
+def test_report_names_missing_landlock(degraded):
+    res = degraded("no-landlock", ["true"])
+    assert res.proc.returncode == 0, res.proc.stderr
+    prot = res.protection
+    assert prot["landlock_abi"] is None, prot
+    assert prot["fs_isolated"] is False, prot
+    _missing_mentions(res, "landlock")
+    assert prot["namespaces"], "namespaces do not depend on Landlock"
+
+
+def test_strict_refuses_to_run_without_landlock(degraded, workdir):
+    marker = workdir / f"ran-{uuid.uuid4().hex[:6]}"
+    res = degraded("no-landlock", ["touch", str(marker)], options=["--strict"])
+    assert res.proc.returncode != 0, res.proc
+    assert "landlock" in res.proc.stderr.lower(), res.proc.stderr
+    assert not marker.exists()
+
+
+def test_uid_drop_still_protects_private_files_without_landlock(degraded, private_secret):
+    """fs_isolated is False (honest); as root the command still runs as nobody, so 0600 files stay closed."""
+    if not IS_ROOT:
+        pytest.skip("without Landlock a command running as the server's own uid can read its files (reported)")
+    res = degraded("no-landlock", ["/bin/sh", "-c", f"cat {shlex.quote(str(private_secret.path))}; true"])
+    assert res.data is not None
+    assert private_secret.content not in res.data["stdout"]
+    assert "Permission denied" in res.data["stderr"]
+
+
+# --- no seccomp ----------------------------------------------------------------------------------------
+
+
+def test_report_names_missing_seccomp(degraded):
+    res = degraded("no-seccomp", ["true"])
+    assert res.proc.returncode == 0, res.proc.stderr
+    prot = res.protection
+    assert prot["seccomp"] is False, prot
+    _missing_mentions(res, "seccomp")
+
+
+def test_strict_refuses_to_run_without_seccomp(degraded, workdir):
+    marker = workdir / f"ran-{uuid.uuid4().hex[:6]}"
+    res = degraded("no-seccomp", ["touch", str(marker)], options=["--strict"])
+    assert not marker.exists(), f"a strict policy ran the command without seccomp: {res.proc.stdout[:400]}"
+    assert res.proc.returncode != 0, res.proc
+    assert "seccomp" in res.proc.stderr.lower(), res.proc.stderr
+
+
+def test_seccomp_claim_matches_kernel_state(degraded):
+    """Whatever `seccomp` says, /proc/self/status agrees (Seccomp: 2 = a filter is installed)."""
+    for mode in ("no-seccomp", "no-landlock"):
+        res = degraded(mode, ["/bin/sh", "-c", "grep -E '^Seccomp_filters' /proc/self/status"])
+        assert res.data is not None
+        filters = int(res.data["stdout"].split()[-1])
+        # The wrapper itself installs one filter; the sandbox's would be a second.
+        assert (filters >= 2) == res.protection["seccomp"], (mode, filters, res.protection)
+
+
+# --- the undegraded baseline ---------------------------------------------------------------------------
+
+
+def test_full_machine_reports_nothing_missing_but_cgroups(cli_run):
+    """Positive control: without the wrapper, every layer fires (cgroup v2 limits are unavailable here)."""
+    res = cli_run(["true"])
+    assert res.data is not None, res.proc
+    prot = res.protection
+    assert set(prot["namespaces"]) >= {"user", "pid", "mount", "net", "ipc", "uts"}, prot
+    assert prot["landlock_abi"] and prot["seccomp"] and prot["fs_isolated"] and prot["network_isolated"]
+    assert all("cgroup" in m for m in prot["missing"]), prot["missing"]
