@@ -593,7 +593,10 @@ def _check_text(name: str, value: object, max_bytes: int, *, allow_empty: bool) 
         raise RequestError(f"{name} is empty; pass the {name} to run")
     if "\x00" in value:
         raise RequestError(f"{name} contains a NUL byte, which no shell or interpreter accepts; remove it")
-    size = len(value.encode("utf-8", "surrogatepass"))
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise RequestError(f"{name} is not valid Unicode (it holds a lone surrogate); send UTF-8 text") from None
     if size > max_bytes:
         hint = (
             "write long programs to a file with run_python, or pass data through stdin"
@@ -608,7 +611,7 @@ def _stdin_bytes(stdin: str | None) -> bytes | None:
         return None
     if not isinstance(stdin, str):
         raise RequestError("stdin must be a string")
-    data = stdin.encode("utf-8", "surrogateescape")
+    data = stdin.encode("utf-8", "surrogatepass")  # stdin is data: pass whatever arrived
     if len(data) > MAX_STDIN_BYTES:
         raise RequestError(
             f"stdin is {len(data)} bytes, more than the {MAX_STDIN_BYTES}-byte limit; write the data to a "
@@ -633,7 +636,7 @@ def _workdir_subdir(workdir: Path, cwd: str | None) -> str | None:
 
 def _write_script(session: Session, code: str) -> str:
     """Write the code to a fresh file at the top of the workdir (never through a link); its name."""
-    data = code.encode("utf-8", "surrogateescape")
+    data = code.encode("utf-8")  # checked by _check_text
     fd = open_beneath(session.workdir, ())
     try:
         for _ in range(16):

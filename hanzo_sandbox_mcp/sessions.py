@@ -366,8 +366,14 @@ def relative_parts(path: str | None, workdir: Path) -> tuple[str, ...]:
     """
     if path is None:
         return ()
+    if not isinstance(path, str):
+        raise RequestError("a path must be a string, relative to the session workdir")
     if "\x00" in path:
         raise RequestError("path contains a NUL byte; pass a plain path relative to the session workdir")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestError("path is not valid Unicode (it holds a lone surrogate); send UTF-8 text") from None
     pure = PurePosixPath(path)
     if pure.is_absolute():
         try:
