@@ -81,13 +81,7 @@ def build_server(service: SandboxService) -> MCPServer:
     limits = settings.exec
     network = settings.policy.network
     open_world = network is NetworkMode.FULL
-    implicit = (
-        "Without session_id, calls use this connection's default session."
-        if service.implicit_session == "default"
-        else "Without session_id, each call gets a new session; pass its session_id back to keep working "
-        "in the same workdir."
-    )
-    sessions_text = f"{implicit} {rules.retention}"
+    sessions_text = rules.retention  # says what a call without session_id uses, too
     errors_text = (
         "A non-zero exit_code is not an error: the command ran and its status is data. The call fails "
         "(isError) for unusable arguments, an unknown or expired session, a timeout (the partial output "
@@ -215,7 +209,7 @@ def build_server(service: SandboxService) -> MCPServer:
             "List one directory of a session's working directory (names, types, sizes; symbolic links are "
             "shown, never followed). Each file is also returned as a resource link "
             f"({FILES_URI_TEMPLATE}) whose contents can be read as an MCP resource (files up to "
-            f"{MAX_READ_BYTES} bytes). {implicit}"
+            f"{MAX_READ_BYTES} bytes). Pass the session_id of the session to list."
         ),
         annotations=ToolAnnotations(
             read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
