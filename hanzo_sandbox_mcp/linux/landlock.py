@@ -244,11 +244,13 @@ def _check_path(path: str) -> None:
 
 
 def _add_path_rule(ruleset_fd: int, path: str, rights: int) -> bool:
-    """Grant `rights` beneath `path`; False (no rule) when the path does not exist."""
+    """Grant `rights` beneath `path`; False (no rule) when the path does not exist or this process may
+    not reach it (after the launcher's uid switch, a venv under a mode-700 /root, say): no rule means
+    denied, the safe direction, and DAC would deny that process the path anyway."""
     try:
         # O_PATH follows symlinks, so the rule lands on the real inode (/lib -> usr/lib).
         fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError):
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
         return False
     except OSError as exc:
         raise LandlockError(exc.errno or errno.EIO, "open", path) from exc
