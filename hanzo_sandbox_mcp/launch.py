@@ -24,6 +24,7 @@ class LaunchReport:
 
     namespaces: list[str] = field(default_factory=list)
     namespace_error: str | None = None
+    rootfs: bool = False
     proc: bool = False
     private_tmp: bool = False
     loopback: bool = False
@@ -57,6 +58,7 @@ class LaunchReport:
             self.namespaces = [str(n) for n in event.get("active") or []]
             self.namespace_error = event.get("error")
         elif kind == "setup":
+            self.rootfs = bool(event.get("rootfs"))
             self.proc = bool(event.get("proc"))
             self.private_tmp = bool(event.get("private_tmp"))
             self.loopback = bool(event.get("loopback"))

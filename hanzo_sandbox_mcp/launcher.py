@@ -16,8 +16,9 @@ Three processes, each with one job:
    switch, so that the command never holds host uid 0), writes the id maps, forks the init. On SIGTERM it
    kills the whole sandbox; it exits when the init does.
 2. **init** (pid 1 of the new pid namespace): dies with the supervisor (PDEATHSIG), makes mount
-   propagation private, mounts a fresh /proc and private size-capped tmpfs on /tmp and /dev/shm, brings up
-   `lo` for `network = loopback`, forks the command, forwards signals to it, reaps zombies, and reports
+   propagation private, pivots into a private root made of the allowlist only (rootfs.py: read-only binds,
+   the workdir read-write, a fresh /proc, private size-capped /tmp and /dev/shm), brings up `lo` for
+   `network = loopback`, forks the command, forwards signals to it, reaps zombies, and reports
    the exit status and rusage. When the command exits, init exits and the kernel kills every process left
    in the namespace (daemons, pipe-holding grandchildren).
 3. **command**: switches to the unprivileged uid, closes every inherited fd but 0-2, then in this order
@@ -50,7 +51,7 @@ if sys.platform.startswith("linux"):
     # command process may no longer be able to open these files.
     import resource
 
-    from hanzo_sandbox_mcp.linux import landlock, libc, loopback, mounts, namespaces, rlimits, seccomp
+    from hanzo_sandbox_mcp.linux import landlock, libc, loopback, mounts, namespaces, rlimits, rootfs, seccomp
 
 EXIT_SETUP_FAILED = 125
 EXIT_NOT_EXECUTABLE = 126
@@ -179,7 +180,7 @@ def _run_init(plan: LaunchPlan, status: Reporter, active: list[str], alive_fd: i
         return EXIT_SETUP_FAILED
     os.close(alive_fd)
     uid, gid = _command_ids(plan, is_root)
-    setup: dict[str, Any] = {"proc": False, "private_tmp": False, "loopback": False}
+    setup: dict[str, Any] = {"rootfs": False, "proc": False, "private_tmp": False, "loopback": False}
     errors: dict[str, str] = {}
     try:
         _setup_namespaces(plan, active, uid, gid, setup, errors)
@@ -223,43 +224,24 @@ def _setup_namespaces(
     if "mount" in active:
         try:
             mounts.make_private()
+            spec = plan.landlock
+            rootfs.build_root(
+                list(spec.read_exec) if spec else [],
+                list(spec.read_write) if spec else [plan.cwd],
+                tmp_size_mb=plan.tmp_size_mb or 64,
+                uid=uid,
+                gid=gid,
+                fresh_proc="pid" in active,
+            )
+            setup.update(rootfs=True, proc="pid" in active, private_tmp=True)
         except OSError as exc:
-            _failed(plan, errors, "mount", exc)
-        else:
-            if "pid" in active:
-                try:
-                    mounts.mount_proc()
-                    setup["proc"] = True
-                except OSError as exc:
-                    _failed(plan, errors, "proc", exc)
-            if plan.tmp_size_mb:
-                try:
-                    _mount_private_tmp(plan, plan.tmp_size_mb, uid, gid)
-                    setup["private_tmp"] = True
-                except OSError as exc:
-                    _failed(plan, errors, "private_tmp", exc)
+            _failed(plan, errors, "rootfs", exc)
     if plan.loopback and "net" in active:
         try:
             loopback.bring_up_loopback()
             setup["loopback"] = True
         except OSError as exc:
             _failed(plan, errors, "loopback", exc)
-
-
-def _mount_private_tmp(plan: LaunchPlan, size_mb: int, uid: int, gid: int) -> None:
-    roots = tuple(target for target in ("/tmp", "/dev/shm") if os.path.isdir(target))
-    allowed = [plan.cwd]
-    if plan.landlock is not None:
-        allowed += [*plan.landlock.read_exec, *plan.landlock.read_write]
-    kept = mounts.preserve_under(roots, allowed)
-    try:
-        for target in roots:
-            mounts.mount_tmpfs(target, size_mb, uid, gid)
-        for fd, path in kept:
-            mounts.bind_fd(fd, path)
-    finally:
-        for fd, _ in kept:
-            os.close(fd)
 
 
 # --- stage 3: the command ------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ class Layer(StrEnum):
 
     ENV_SCRUB = "env_scrub"
     NAMESPACES = "namespaces"
+    PRIVATE_ROOT = "private_root"
     UID_DROP = "uid_drop"
     PRIVATE_TMP = "private_tmp"
     RLIMITS = "rlimits"
@@ -47,7 +48,8 @@ class EffectiveProtection(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     fs_isolated: bool = Field(
-        description="Reads and writes outside the allowlist are denied by the kernel (Landlock or Seatbelt)."
+        description="Reads and writes outside the allowlist are denied by the kernel (Landlock, a private "
+        "root of read-only binds, or Seatbelt)."
     )
     network_isolated: bool = Field(
         description="Network is restricted to the policy (no sockets for 'none', a private loopback for "
@@ -62,6 +64,11 @@ class EffectiveProtection(BaseModel):
     seccomp: bool = Field(False, description="The seccomp deny-list is installed.")
     no_new_privs: bool = Field(False, description="setuid/file capabilities cannot raise privileges.")
     cgroup_limits: bool = Field(False, description="cgroup v2 memory/pids/cpu limits are in force.")
+    private_root: bool = Field(
+        False,
+        description="The command sees only allowlisted host paths (read-only binds; workdir read-write): "
+        "nothing else exists for it, sockets included.",
+    )
     private_tmp: bool = Field(False, description="/tmp and /dev/shm are private, size-capped and discarded.")
     seatbelt: bool = Field(False, description="A macOS Seatbelt profile is in force.")
     uid: int | None = Field(None, description="Host uid the command runs as, when known.")

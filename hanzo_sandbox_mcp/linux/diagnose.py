@@ -61,7 +61,7 @@ def _landlock() -> str:
 
 def reason(layer: str, namespace_error: str | None = None) -> str:
     """A short cause-and-fix sentence for a missing layer."""
-    if layer in ("namespaces", "private_tmp", "proc", "loopback"):
+    if layer in ("namespaces", "rootfs", "private_tmp", "proc", "loopback"):
         return _namespaces(namespace_error)
     if layer == "landlock":
         return _landlock()

@@ -30,6 +30,6 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
     return check(libc.prctl(option, arg2, arg3, arg4, arg5), f"prctl({option})")
 
 
-def syscall(number: int, *args: int | ctypes.c_void_p | ctypes.Array[ctypes.c_char]) -> int:
+def syscall(number: int, *args: int | bytes | ctypes.c_void_p | ctypes.Array[ctypes.c_char]) -> int:
     """A raw syscall; arguments are passed as C longs or pointers."""
     return check(libc.syscall(ctypes.c_long(number), *args), f"syscall({number})")

@@ -78,9 +78,7 @@ class LinuxSandbox:
 
     # -- before spawn ---------------------------------------------------------------------------------
 
-    def harden(
-        self, argv: Sequence[str], policy: SandboxPolicy, *, env: Mapping[str, str] | None = None
-    ) -> LaunchPlan:
+    def harden(self, argv: Sequence[str], policy: SandboxPolicy, *, env: Mapping[str, str] | None = None) -> LaunchPlan:
         workdir = require_workdir(policy)
         uid, gid = command_ids(policy, workdir)
         child_env = scrub_env(os.environ if env is None else env, policy, workdir)
@@ -152,7 +150,7 @@ class LinuxSandbox:
             network_isolated = False
         missing = list(self._missing(launch, policy, namespaces))
         return EffectiveProtection(
-            fs_isolated=launch.landlock_abi is not None,
+            fs_isolated=launch.landlock_abi is not None or launch.rootfs,
             network_isolated=network_isolated,
             rlimits_applied=launch.rlimits,
             sandbox=self.name,
@@ -163,6 +161,7 @@ class LinuxSandbox:
             seccomp=launch.seccomp,
             no_new_privs=launch.no_new_privs,
             cgroup_limits=self._cgroup_root is not None,
+            private_root=launch.rootfs,
             private_tmp=launch.private_tmp,
             uid=launch.uid,
             gid=launch.gid,
@@ -176,9 +175,8 @@ class LinuxSandbox:
         if lost:
             why = launch.namespace_error or launch.errors.get("user namespace") or "not created"
             out.append(f"namespaces {', '.join(lost)}: {why}")
-        for key, label in (("proc", "fresh /proc"), ("private_tmp", "private /tmp")):
-            if key in launch.errors:
-                out.append(f"{label}: {launch.errors[key]}")
+        if "mount" in namespaces and not launch.rootfs:
+            out.append(f"private root, fresh /proc and private /tmp: {launch.errors.get('rootfs', 'not built')}")
         if policy.network is NetworkMode.LOOPBACK and "net" in namespaces and not launch.loopback:
             out.append(f"loopback interface: {launch.errors.get('loopback', 'not brought up')}")
         for key, ok in (
@@ -215,14 +213,14 @@ class LinuxSandbox:
                 "uid_drop",
             ),
             status(
-                Layer.PRIVATE_TMP, probe.private_tmp, "private size-capped /tmp and /dev/shm", "private_tmp"
+                Layer.PRIVATE_ROOT,
+                probe.rootfs,
+                "private root: only allowlisted host paths, read-only; workdir read-write",
+                "rootfs",
             ),
-            status(
-                Layer.RLIMITS, probe.rlimits, "memory, CPU, process, fd, file-size and core limits", "rlimits"
-            ),
-            LayerStatus(
-                layer=Layer.CGROUP, available=self._cgroup_root is not None, detail=self._cgroup_reason
-            ),
+            status(Layer.PRIVATE_TMP, probe.private_tmp, "private size-capped /tmp and /dev/shm", "private_tmp"),
+            status(Layer.RLIMITS, probe.rlimits, "memory, CPU, process, fd, file-size and core limits", "rlimits"),
+            LayerStatus(layer=Layer.CGROUP, available=self._cgroup_root is not None, detail=self._cgroup_reason),
             status(
                 Layer.NO_NEW_PRIVS,
                 probe.no_new_privs,
