@@ -61,6 +61,9 @@ PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_CHILD_SUBREAPER = 36
 _FORWARDED = (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
+# Python itself ignores SIGPIPE and SIGXFSZ; an ignored disposition survives exec, so without a reset
+# `yes | head` would spin on EPIPE and a write past RLIMIT_FSIZE would not stop the writer.
+_RESET_AT_EXEC = (*_FORWARDED, signal.SIGPIPE, signal.SIGXFSZ)
 
 
 class Reporter:
@@ -248,7 +251,7 @@ def _setup_namespaces(
 
 
 def _run_command(plan: LaunchPlan, status: Reporter, uid: int, gid: int, is_root: bool, private_tmp: bool) -> int:
-    for signum in _FORWARDED:
+    for signum in _RESET_AT_EXEC:
         signal.signal(signum, signal.SIG_DFL)
     errors: dict[str, str] = {}
     applied: dict[str, Any] = {"uid": os.getuid(), "gid": os.getgid(), "user_ns": False}
@@ -394,6 +397,8 @@ def main(argv: list[str]) -> int:
 def _run_unconfined(plan: LaunchPlan, status: Reporter) -> int:
     """Non-Linux: rlimits and the wrapper (macOS `sandbox-exec`), then exec; the server supervises."""
     os.setsid()
+    for signum in _RESET_AT_EXEC:
+        signal.signal(signum, signal.SIG_DFL)
     errors: dict[str, str] = {}
     applied: dict[str, Any] = {"uid": os.getuid(), "gid": os.getgid()}
     if plan.rlimits:

@@ -36,7 +36,8 @@ __all__ = ["OutputCallback", "run_sandboxed"]
 OutputCallback = Callable[[str, bytes], Awaitable[None]]
 
 _READ_CHUNK = 64 * 1024
-_QUOTA_INTERVAL_S = 0.5
+_QUOTA_MIN_INTERVAL_S = 0.05
+_QUOTA_MAX_INTERVAL_S = 0.5
 _KILL_GRACE_S = 1.0
 _DRAIN_GRACE_S = 2.0
 
@@ -134,9 +135,15 @@ async def _kill_tree(process: anyio.abc.Process, attachment: Attachment) -> None
 async def _watch_quota(
     workdir: Path, limit_bytes: int, state: _CallState, process: anyio.abc.Process, attachment: Attachment
 ) -> None:
+    """Poll the workdir's size; the interval adapts to how long a walk takes (a big tree is walked less
+    often). RLIMIT_FSIZE (capped to the remaining quota) stops a single large write exactly; this catches
+    many files, at the cost of an overshoot bounded by what can be written between two polls."""
+    interval = _QUOTA_MIN_INTERVAL_S
     while True:
-        await anyio.sleep(_QUOTA_INTERVAL_S)
+        await anyio.sleep(interval)
+        started = time.monotonic()
         used = await anyio.to_thread.run_sync(directory_usage_bytes, workdir)
+        interval = min(_QUOTA_MAX_INTERVAL_S, max(_QUOTA_MIN_INTERVAL_S, 20 * (time.monotonic() - started)))
         if used > limit_bytes:
             state.quota_exceeded = True
             await _kill_tree(process, attachment)
@@ -160,6 +167,14 @@ def _prepare(
     if tmpdir and Path(tmpdir).parent == workdir and not os.path.isdir(tmpdir):
         _make_like(Path(tmpdir), workdir)
     return plan.replace(cwd=str(target))
+
+
+def _cap_file_size(plan: LaunchPlan, policy: SandboxPolicy, used_bytes: int) -> LaunchPlan:
+    """No single file may outgrow what is left of the session's disk quota (the kernel enforces it)."""
+    if "fsize" not in plan.rlimits:
+        return plan
+    remaining = max(0, policy.workdir_quota_mb * 1024 * 1024 - used_bytes)
+    return plan.replace(rlimits={**plan.rlimits, "fsize": min(plan.rlimits["fsize"], remaining)})
 
 
 def _make_like(path: Path, model: Path) -> None:
@@ -196,6 +211,7 @@ async def run_sandboxed(
     output = output or OutputSettings()
     plan = _prepare(sandbox, policy, argv, cwd, env)
     workdir = require_workdir(policy)
+    plan = _cap_file_size(plan, policy, await anyio.to_thread.run_sync(directory_usage_bytes, workdir))
     stdout = CappedBuffer(output.max_stdout_bytes)
     stderr = CappedBuffer(output.max_stderr_bytes)
     state = _CallState()
