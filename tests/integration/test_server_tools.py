@@ -6,8 +6,14 @@ from typing import Any
 
 import anyio
 import pytest
+from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp_types import ResourceLink
+
+from hanzo_sandbox_mcp.config import Settings
+from hanzo_sandbox_mcp.sandbox import NullSandbox
+from hanzo_sandbox_mcp.server import build_server
+from hanzo_sandbox_mcp.service import SandboxService
 
 pytestmark = pytest.mark.anyio
 
@@ -191,7 +197,8 @@ async def test_sessions_expire_after_the_idle_ttl(connect: Connect, kit: Kit) ->
 async def test_timeout_is_an_error_result_with_partial_output(connect: Connect, kit: Kit) -> None:
     marker = kit.unique_marker()
     async with connect() as conn:
-        result = await kit.call(conn, "run_command", {"command": f"echo partial; sleep {marker}", "timeout_s": 1})
+        arguments = {"command": f"echo partial; sleep {marker}", "timeout_s": 2}
+        result = await kit.call(conn, "run_command", arguments)
         assert result.is_error
         assert "timed out" in kit.text_of(result) and "timeout_s" in kit.text_of(result)
         structured = result.structured_content
@@ -199,6 +206,14 @@ async def test_timeout_is_an_error_result_with_partial_output(connect: Connect, 
         assert structured["timed_out"] is True and structured["stdout"] == "partial\n"
         assert kit.marker_pids(marker) == []
         await kit.alive(conn)
+
+
+async def test_a_required_but_unavailable_sandbox_is_a_tool_error(kit: Kit) -> None:
+    settings = Settings.model_validate(kit.merged(kit.BASE_CONFIG, {"mode": "on"}))
+    async with SandboxService(settings, sandbox=NullSandbox()) as service, Client(build_server(service)) as client:
+        with anyio.fail_after(30):
+            result = await client.call_tool("run_command", {"command": "true"})
+    assert result.is_error and "HANZO_SANDBOX=on" in kit.text_of(result)
 
 
 async def test_a_timeout_above_the_maximum_is_refused(connect: Connect, kit: Kit) -> None:

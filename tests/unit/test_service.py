@@ -14,10 +14,10 @@ import anyio
 import pytest
 
 from hanzo_sandbox_mcp.config import ExecSettings, SessionSettings, Settings
-from hanzo_sandbox_mcp.errors import RequestError, SessionNotFound
+from hanzo_sandbox_mcp.errors import RequestError, SandboxUnavailable, SessionNotFound
 from hanzo_sandbox_mcp.protection import EffectiveProtection
 from hanzo_sandbox_mcp.results import ExecResult
-from hanzo_sandbox_mcp.sandbox import Sandbox, detect
+from hanzo_sandbox_mcp.sandbox import NullSandbox, Sandbox, detect
 from hanzo_sandbox_mcp.service import (
     MAX_COMMAND_BYTES,
     RESULT_BUDGET_BYTES,
@@ -147,10 +147,17 @@ async def test_unusable_timeouts_are_refused(service: SandboxService, timeout: f
 
 
 async def test_a_timeout_is_reported_in_the_result_with_its_partial_output(service: SandboxService) -> None:
-    result = await service.run_command("echo before; exec sleep 30", timeout_s=0.5)
+    result = await service.run_command("echo before; exec sleep 30", timeout_s=2)
     assert result.timed_out and result.stdout == "before\n"
     failure = result.failure()
     assert failure is not None and "timed out" in failure and "timeout_s" in failure
+
+
+async def test_a_required_sandbox_that_enforces_nothing_refuses_to_run() -> None:
+    settings = _settings(mode="on")
+    async with SandboxService(settings, sandbox=NullSandbox()) as svc:
+        with pytest.raises(SandboxUnavailable, match="HANZO_SANDBOX=on"):
+            await svc.run_command("true")
 
 
 async def test_malformed_and_unknown_session_ids_are_refused(service: SandboxService) -> None:
