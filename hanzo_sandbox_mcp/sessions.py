@@ -91,8 +91,6 @@ class Session:
 
     id: str
     workdir: Path
-    created_at: float
-    """Wall-clock creation time (seconds since the epoch)."""
     last_used: float
     """Monotonic time of the last call's end (or of creation)."""
     limiter: anyio.CapacityLimiter
@@ -194,10 +192,6 @@ class SessionManager:
     def __contains__(self, session_id: object) -> bool:
         return session_id in self._sessions
 
-    def sessions(self) -> list[Session]:
-        """Live sessions, least recently used first."""
-        return list(self._sessions.values())
-
     async def create(self) -> Session:
         """Open a fresh session, evicting the least recently used idle one when at `max_sessions`."""
         await self.expire_idle()
@@ -212,12 +206,10 @@ class SessionManager:
             await self._end(victim, f"evicted: the server keeps at most {limit} sessions")
         session_id = new_session_id()
         workdir = self._make_workdir()
-        now = self._clock()
         session = Session(
             id=session_id,
             workdir=workdir,
-            created_at=time.time(),
-            last_used=now,
+            last_used=self._clock(),
             limiter=anyio.CapacityLimiter(self._max_calls),
         )
         self._sessions[session_id] = session
@@ -326,9 +318,7 @@ class SessionManager:
                 finally:
                     session._scopes.discard(scope)
             if scope.cancelled_caught:
-                raise SessionNotFound(
-                    f"session {session.id} was closed while this call ran; its processes were killed"
-                )
+                raise SessionNotFound(f"session {session.id} was closed while this call ran; its processes were killed")
         finally:
             session.active -= 1
             session.last_used = self._clock()
