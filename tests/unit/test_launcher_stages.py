@@ -1,0 +1,426 @@
+"""The launcher run directly (subprocess + pipes) with hand-built `LaunchPlan`s.
+
+What each stage reports on the status pipe and in which order, how it aborts (garbage plan, missing cwd,
+a strict layer failure), and how signals reach the sandbox: SIGINT is forwarded to the command, SIGTERM
+kills the whole sandbox, and SIGKILL of the supervisor takes the command with it (PDEATHSIG).
+Every read is bounded by a deadline; leftovers are found by a unique marker in their argv.
+"""
+
+from __future__ import annotations
+
+import ast
+import marshal
+import os
+import select
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hanzo_sandbox_mcp.launch import launcher_argv
+from hanzo_sandbox_mcp.launch_plan import NAMESPACE_NAMES, LandlockSpec, LaunchPlan
+from hanzo_sandbox_mcp.linux.paths import RW_DEVICES, SYSTEM_READ_PATHS, python_paths
+
+IS_ROOT = os.geteuid() == 0
+COMMAND_UID = 65534 if IS_ROOT else os.getuid()
+COMMAND_GID = 65534 if IS_ROOT else os.getgid()
+DEADLINE_S = 30.0  # hang guard for every wait
+
+pytestmark = pytest.mark.skipif(os.uname().sysname != "Linux", reason="the Linux launcher")
+
+
+def _seccomp(network: str = "loopback") -> bytes | None:
+    try:
+        from hanzo_sandbox_mcp.linux import seccomp
+
+        return seccomp.build_filter(network)
+    except (ImportError, OSError, RuntimeError, ValueError):
+        return None
+
+
+@pytest.fixture(scope="module")
+def work_root() -> Iterator[Path]:
+    root = Path(tempfile.mkdtemp(prefix="hanzo-launcher-test-"))
+    root.chmod(0o711)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def workdir(work_root: Path) -> Path:
+    path = work_root / f"w-{uuid.uuid4().hex[:10]}"
+    path.mkdir(mode=0o700)
+    if IS_ROOT:
+        os.chown(path, COMMAND_UID, COMMAND_GID)
+    return path
+
+
+def make_plan(workdir: Path, argv: list[str], **changes: Any) -> LaunchPlan:
+    """Every layer, as `LinuxSandbox.harden` would ask for them, written out by hand."""
+    plan = LaunchPlan(
+        argv=tuple(argv),
+        env={"PATH": "/usr/bin:/bin", "HOME": str(workdir), "LANG": "C.UTF-8"},
+        cwd=str(workdir),
+        namespaces=NAMESPACE_NAMES,
+        uid=COMMAND_UID if IS_ROOT else None,
+        gid=COMMAND_GID if IS_ROOT else None,
+        loopback=True,
+        tmp_size_mb=16,
+        rlimits={"core": 0, "nofile": 256, "nproc": 64},
+        no_new_privs=True,
+        landlock=LandlockSpec(
+            read_exec=(*SYSTEM_READ_PATHS, *python_paths()),
+            read_write=(str(workdir), *RW_DEVICES),
+            deny_tcp=False,
+            scope=True,
+        ),
+        seccomp_bpf=_seccomp(),
+        strict=False,
+    )
+    return plan.replace(**changes) if changes else plan
+
+
+class Launch:
+    """One launcher process: the plan written to its pipe, its status and stdout read with deadlines."""
+
+    def __init__(self, plan: LaunchPlan | bytes, *, extra_fds: tuple[int, ...] = ()) -> None:
+        plan_r, plan_w = os.pipe()
+        status_r, status_w = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                launcher_argv(plan_r, status_w),
+                pass_fds=(plan_r, status_w, *extra_fds),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env={},
+            )
+        finally:
+            os.close(plan_r)
+            os.close(status_w)
+        raw = plan if isinstance(plan, bytes) else plan.to_wire()
+        try:
+            os.write(plan_w, raw)  # a plan is a few KB: it fits in the pipe buffer
+        except BrokenPipeError:
+            pass
+        finally:
+            os.close(plan_w)
+        self.status_fd = status_r
+        self.events: list[dict[str, Any]] = []
+        self._pending = b""
+        self._status_eof = False
+        self.stdout = b""
+        self.stderr = b""
+
+    def _read_status(self, deadline: float) -> bool:
+        """Read once from the status pipe; False at EOF or when the deadline passed."""
+        if self._status_eof:
+            return False
+        ready, _, _ = select.select([self.status_fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            return False
+        chunk = os.read(self.status_fd, 65536)
+        if not chunk:
+            self._status_eof = True
+            os.close(self.status_fd)
+            return False
+        self._pending += chunk
+        *lines, self._pending = self._pending.split(b"\n")
+        for line in lines:
+            event = ast.literal_eval(line.decode())
+            assert isinstance(event, dict), line
+            self.events.append(event)
+        return True
+
+    def wait_event(self, name: str) -> dict[str, Any]:
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            for event in self.events:
+                if event["event"] == name:
+                    return event
+            if not self._read_status(deadline):
+                raise AssertionError(f"no {name!r} event; got {self.names()}; stderr={self.stderr!r}")
+
+    def read_stdout_until(self, token: bytes) -> None:
+        deadline = time.monotonic() + DEADLINE_S
+        fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
+        while token not in self.stdout:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise AssertionError(f"{token!r} never appeared on stdout: {self.stdout!r}")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise AssertionError(f"stdout closed before {token!r}: {self.stdout!r}")
+            self.stdout += chunk
+
+    def finish(self) -> int:
+        """Everything to EOF, then the exit status (bounded)."""
+        deadline = time.monotonic() + DEADLINE_S
+        while self._read_status(deadline):
+            pass
+        assert self._status_eof, f"the status pipe stayed open; events {self.names()}"
+        out, err = self.proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        self.stdout += out
+        self.stderr += err
+        return self.proc.returncode
+
+    def names(self) -> list[str]:
+        return [event["event"] for event in self.events]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=DEADLINE_S)
+        if not self._status_eof:
+            os.close(self.status_fd)
+            self._status_eof = True
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def launch() -> Iterator[Any]:
+    started: list[Launch] = []
+
+    def start(plan: LaunchPlan | bytes, **kwargs: Any) -> Launch:
+        run = Launch(plan, **kwargs)
+        started.append(run)
+        return run
+
+    yield start
+    for run in started:
+        run.close()
+
+
+def _marker() -> str:
+    return f"300.{uuid.uuid4().int % 10**7:07d}"
+
+
+def _marker_pids(marker: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    if marker.encode() in handle.read():
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def _gone(marker: str, timeout_s: float = 10.0) -> bool:
+    """Bounded poll until no process carries `marker`."""
+    deadline = time.monotonic() + timeout_s
+    while _marker_pids(marker):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.fixture
+def marker() -> Iterator[str]:
+    value = _marker()
+    yield value
+    for pid in _marker_pids(value):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+# --- the stages, in order ------------------------------------------------------------------------------
+
+
+def test_the_stages_report_in_order_with_their_fields(launch: Any, workdir: Path) -> None:
+    run = launch(make_plan(workdir, ["sh", "-c", "echo hi; exit 7"]))
+    assert run.finish() == 0  # the launcher itself succeeded; the command's status is on the pipe
+    assert run.names() == ["namespaces", "setup", "applied", "exit"]
+    namespaces, setup, applied, exit_ = run.events
+
+    expected_ns = [n for n in NAMESPACE_NAMES if not (IS_ROOT and n == "user")]  # root: userns after setuid
+    assert namespaces == {"event": "namespaces", "active": expected_ns, "error": None}
+
+    assert setup == {
+        "event": "setup",
+        "errors": {},
+        "rootfs": True,
+        "proc": True,
+        "private_tmp": True,
+        "loopback": True,
+    }
+
+    assert applied["errors"] == {}
+    assert (applied["uid"], applied["gid"]) == (COMMAND_UID, COMMAND_GID)
+    assert applied["user_ns"] is True
+    assert applied["rlimits"] is True
+    assert applied["no_new_privs"] is True
+    assert isinstance(applied["landlock_abi"], int) and applied["landlock_abi"] >= 1
+    assert applied.get("seccomp") is (True if _seccomp() else None)
+
+    assert exit_["exit_code"] == 7
+    assert exit_["signal"] is None
+    assert exit_["status"] == 7 << 8
+    assert isinstance(exit_["cpu_user_s"], float) and isinstance(exit_["cpu_sys_s"], float)
+    assert isinstance(exit_["peak_rss_kb"], int) and exit_["peak_rss_kb"] > 0
+
+    assert run.stdout == b"hi\n"
+
+
+def test_a_plan_without_layers_reports_none(launch: Any, workdir: Path) -> None:
+    plan = LaunchPlan(
+        argv=("/bin/sh", "-c", "echo bare"),
+        env={"PATH": "/usr/bin:/bin"},
+        cwd=str(workdir),
+        uid=COMMAND_UID if IS_ROOT else None,
+        gid=COMMAND_GID if IS_ROOT else None,
+    )
+    run = launch(plan)
+    assert run.finish() == 0
+    assert run.names() == ["namespaces", "setup", "applied", "exit"]
+    assert run.events[0]["active"] == []
+    assert run.events[1] == {
+        "event": "setup", "errors": {}, "rootfs": False, "proc": False, "private_tmp": False, "loopback": False,
+    }  # fmt: skip
+    applied = run.events[2]
+    assert applied["user_ns"] is False
+    for key in ("rlimits", "no_new_privs", "landlock_abi", "seccomp"):
+        assert key not in applied
+    assert applied["uid"] == COMMAND_UID
+    assert run.events[3]["exit_code"] == 0
+    assert run.stdout == b"bare\n"
+
+
+def test_a_command_killed_by_a_signal(launch: Any, workdir: Path) -> None:
+    run = launch(make_plan(workdir, ["sh", "-c", "kill -USR1 $$"]))
+    run.finish()
+    exit_ = run.wait_event("exit")
+    assert exit_["exit_code"] is None
+    assert exit_["signal"] == signal.SIGUSR1
+
+
+def test_a_missing_program_reports_exec_failed(launch: Any, workdir: Path) -> None:
+    run = launch(make_plan(workdir, ["no-such-program-hanzo"]))
+    run.finish()
+    assert run.names() == ["namespaces", "setup", "applied", "exec_failed", "exit"]
+    assert run.events[3]["message"].startswith("no-such-program-hanzo: command not found")
+    assert run.events[4]["exit_code"] == 127
+
+
+def test_no_inherited_descriptor_reaches_the_command(launch: Any, workdir: Path) -> None:
+    leak_r, leak_w = os.pipe()
+    try:
+        os.set_inheritable(leak_w, True)
+        script = f"test -e /dev/fd/{leak_w} && echo LEAK || echo clean"
+        run = launch(make_plan(workdir, ["sh", "-c", script]), extra_fds=(leak_w,))
+        run.finish()
+    finally:
+        os.close(leak_r)
+        os.close(leak_w)
+    assert run.stdout == b"clean\n"
+
+
+# --- aborts --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"\x00garbage\xff" * 10, b"", marshal.dumps(["not", "a", "plan"]), marshal.dumps({"argv": ("true",)})],
+    ids=["garbage", "empty", "list", "incomplete"],
+)
+def test_an_unreadable_plan_aborts_with_125(launch: Any, raw: bytes) -> None:
+    run = launch(raw)
+    assert run.finish() == 125
+    assert run.names() == ["abort"]
+    assert run.events[0]["message"].startswith("unreadable launch plan: ")
+
+
+def test_a_missing_cwd_aborts_before_exec(launch: Any, workdir: Path) -> None:
+    missing = workdir / "not-there"
+    run = launch(make_plan(workdir, ["sh", "-c", "echo ran"], cwd=str(missing)))
+    run.finish()
+    assert run.names() == ["namespaces", "setup", "abort", "exit"]
+    assert run.events[2]["message"].startswith(f"cannot enter working directory {missing}")
+    assert run.events[2]["strict"] is False
+    assert run.events[3]["exit_code"] == 125
+    assert run.stdout == b""
+
+
+def test_strict_aborts_when_a_layer_fails(launch: Any, workdir: Path) -> None:
+    broken = LandlockSpec(read_exec=(*SYSTEM_READ_PATHS, "relative/path"), read_write=(str(workdir),))
+    run = launch(make_plan(workdir, ["sh", "-c", "echo ran"], landlock=broken, strict=True))
+    run.finish()
+    assert run.names() == ["namespaces", "setup", "abort", "exit"]
+    abort = run.events[2]
+    assert abort["strict"] is True
+    assert abort["message"].startswith("strict policy: the landlock layer could not be applied")
+    assert run.events[3]["exit_code"] == 125
+    assert run.stdout == b""
+
+
+def test_without_strict_a_failed_layer_is_reported_and_the_command_runs(launch: Any, workdir: Path) -> None:
+    broken = LandlockSpec(read_exec=(*SYSTEM_READ_PATHS, "relative/path"), read_write=(str(workdir),))
+    run = launch(make_plan(workdir, ["sh", "-c", "echo ran"], landlock=broken))
+    run.finish()
+    applied = run.wait_event("applied")
+    assert "landlock" in applied["errors"]
+    assert "landlock_abi" not in applied
+    assert applied["no_new_privs"] is True  # the layers before and after it still fired
+    assert run.wait_event("exit")["exit_code"] == 0
+    assert run.stdout == b"ran\n"
+
+
+def test_wrong_arguments_print_usage() -> None:
+    proc = subprocess.run(launcher_argv(0, 1)[:-1], capture_output=True, timeout=DEADLINE_S, env={}, check=False)
+    assert proc.returncode == 2
+    assert b"usage: launcher.py PLAN_FD STATUS_FD" in proc.stderr
+
+
+# --- signals -------------------------------------------------------------------------------------------
+
+
+def test_sigint_to_the_supervisor_reaches_the_command(launch: Any, workdir: Path, marker: str) -> None:
+    script = f'trap "echo got-int; exit 3" INT; sleep {marker} & echo ready; wait'
+    run = launch(make_plan(workdir, ["sh", "-c", script]))
+    run.wait_event("applied")
+    run.read_stdout_until(b"ready\n")
+    assert _marker_pids(marker), "the sleep is not running"
+    os.kill(run.proc.pid, signal.SIGINT)
+    assert run.finish() == 0
+    assert b"got-int" in run.stdout
+    assert run.wait_event("exit")["exit_code"] == 3
+    assert _gone(marker), "the background sleep outlived the sandbox"
+
+
+def test_sigterm_to_the_supervisor_kills_the_whole_sandbox(launch: Any, workdir: Path, marker: str) -> None:
+    # The command ignores TERM: only the supervisor killing the pid namespace's init can stop it.
+    script = f'trap "" TERM INT; sleep {marker} & echo ready; wait'
+    run = launch(make_plan(workdir, ["sh", "-c", script]))
+    run.read_stdout_until(b"ready\n")
+    assert _marker_pids(marker)
+    os.kill(run.proc.pid, signal.SIGTERM)
+    assert run.finish() == 125
+    assert "exit" not in run.names()  # init was killed, not left to report
+    assert _gone(marker), "processes of the sandbox survived SIGTERM to the supervisor"
+
+
+def test_sigkill_of_the_supervisor_kills_the_command(launch: Any, workdir: Path, marker: str) -> None:
+    script = f'trap "" TERM INT HUP; echo ready; exec sleep {marker}'
+    run = launch(make_plan(workdir, ["sh", "-c", script]))
+    run.read_stdout_until(b"ready\n")
+    deadline = time.monotonic() + DEADLINE_S
+    while not _marker_pids(marker):  # bounded: the exec follows the echo
+        assert time.monotonic() < deadline, "the sleep never started"
+        time.sleep(0.02)
+    os.kill(run.proc.pid, signal.SIGKILL)
+    assert run.proc.wait(timeout=DEADLINE_S) == -signal.SIGKILL
+    assert _gone(marker), "the command survived its supervisor (no PDEATHSIG)"
