@@ -39,7 +39,6 @@ from ..service import (
     MAX_READ_BYTES,
     Capabilities,
     FileListing,
-    OnOutput,
     RunResult,
     SandboxService,
     SessionClosed,
@@ -144,7 +143,7 @@ def build_server(service: SandboxService) -> MCPServer:
                 cwd=cwd,
                 timeout_s=timeout_s,
                 stdin=stdin,
-                on_output=_progress_streamer(ctx),
+                on_output=_ProgressStreamer(ctx),
             )
         return _run_result(result)
 
@@ -170,7 +169,7 @@ def build_server(service: SandboxService) -> MCPServer:
     ) -> Annotated[CallToolResult, RunResult]:
         async with _tool_errors():
             result = await service.run_python(
-                code, session_id=session_id, timeout_s=timeout_s, stdin=stdin, on_output=_progress_streamer(ctx)
+                code, session_id=session_id, timeout_s=timeout_s, stdin=stdin, on_output=_ProgressStreamer(ctx)
             )
         return _run_result(result)
 
@@ -292,13 +291,12 @@ def _listing_result(listing: FileListing) -> CallToolResult:
     )
 
 
-def _progress_streamer(ctx: Context) -> OnOutput:
-    """A rate-limited output -> progress-notification callback. Reporting is a no-op in the SDK when the
-    caller asked for no progress (no token; in memory, no callback), so it is installed unconditionally."""
-    return _ProgressStreamer(ctx)
-
-
 class _ProgressStreamer:
+    """Output -> progress notifications, at most one per PROGRESS_INTERVAL_S, carrying the output's tail.
+
+    Installed on every call: reporting is a no-op in the SDK when the caller asked for no progress (no
+    progress token; in memory, no callback)."""
+
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
         self._bytes = 0
@@ -307,7 +305,8 @@ class _ProgressStreamer:
 
     async def __call__(self, stream: str, chunk: bytes) -> None:
         self._bytes += len(chunk)
-        self._tail = (self._tail + chunk.decode("utf-8", "replace"))[-_PROGRESS_TAIL_CHARS:]
+        recent = chunk[-4 * _PROGRESS_TAIL_CHARS :].decode("utf-8", "replace")  # a flood costs no more
+        self._tail = (self._tail + recent)[-_PROGRESS_TAIL_CHARS:]
         now = anyio.current_time()
         if now - self._last < PROGRESS_INTERVAL_S:
             return
