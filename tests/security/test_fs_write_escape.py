@@ -6,6 +6,7 @@ Every denial is paired with the same write succeeding in the workdir (or the pri
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import uuid
@@ -145,11 +146,18 @@ def test_sandbox_blocks_chmod_of_server_user_secret(sandbox_run, private_secret)
     try:
         result = sandbox_run(
             f"chmod 0644 {shlex.quote(str(key))}; chmod 0777 {shlex.quote(str(parent))}; "
-            f"touch -d 2001-01-01 {shlex.quote(str(key))}; true"
+            f"touch -d 2001-01-01 {shlex.quote(str(key))}; "
+            + py(
+                "import os, sys\ntry: os.setxattr(sys.argv[1], 'user.hanzo', b'x')\nexcept OSError as e: print(e)",
+                str(key),
+            )
+            + "; true"
         )
         assert key.stat().st_mode & 0o777 == 0o600, f"key mode is now {key.stat().st_mode & 0o777:o}: {result}"
         assert parent.stat().st_mode & 0o777 == 0o700, f"dir mode is now {parent.stat().st_mode & 0o777:o}"
         assert key.stat().st_mtime > 1e9 + 1e8, "the key's mtime was rewritten from inside the sandbox"
+        with contextlib.suppress(OSError):
+            assert os.getxattr(key, "user.hanzo") != b"x", "an xattr was set on the key from inside the sandbox"
         assert_blocked_output(result, reasons=(*METADATA_DENIED, "No such file or directory"))
     finally:
         key.chmod(0o600)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import shlex
 
-from _security_support import assert_blocked_output, assert_protection
+import pytest
+from _security_support import IS_ROOT, assert_blocked_output, assert_protection
 
 DENIED_OR_HIDDEN = ("Permission denied", "No such file or directory")
 
@@ -133,3 +134,70 @@ def test_sandbox_blocks_symlinked_cwd_escape(sandbox_run, workdir, world_readabl
     if result.error is None:
         assert_blocked_output(result, reasons=DENIED_OR_HIDDEN)
         _fs_layer_fired(result)
+
+
+RACE_ATTACKER = r"""
+import os, sys, time
+victim = sys.argv[1]
+rmdir, symlink, unlink = os.rmdir, os.symlink, os.unlink
+while True:  # spin until the runner has just made .tmp, then swap it for a link and hold it a moment
+    try:
+        rmdir(".tmp")
+    except OSError:
+        continue
+    try:
+        symlink(victim, ".tmp")
+    except OSError:
+        continue
+    time.sleep(0.002)
+    try:
+        unlink(".tmp")  # gone again, so the next call's isdir() check fails and it mkdirs anew
+    except OSError:
+        pass
+"""
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="the runner only chowns $TMPDIR when the server runs as root")
+def test_runner_tmpdir_preparation_cannot_be_raced_into_chown(sandbox, new_workdir, outside_root):
+    """A command in one call swaps `.tmp` for a symlink between the runner's mkdir and chown in a
+    concurrent call of the same session: root must never chown the link's target (here a root-owned file;
+    in real life /etc/shadow or /root/.ssh/authorized_keys).
+
+    A race: a pass after the bounded number of attempts is not proof, a failure is. On this machine the
+    unfixed runner (mkdir, then a path-following chown) lost within 45 s in about two runs out of three."""
+    import anyio
+
+    from hanzo_sandbox_mcp import runner
+    from hanzo_sandbox_mcp.policy import SandboxPolicy
+
+    victim = outside_root / f"race-victim-{os.getpid()}"
+    victim.write_text("root-owned\n")
+    victim.chmod(0o600)
+    os.chown(victim, 0, 0)
+    policy = SandboxPolicy().with_workdir(new_workdir())
+    attacker = ["/usr/bin/python3", "-I", "-S", "-c", RACE_ATTACKER, str(victim)]
+    stats = {"calls": 0}
+
+    async def race() -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def attack() -> None:
+                await runner.run_sandboxed(sandbox, policy, attacker, timeout_s=60)
+
+            tg.start_soon(attack)
+            await anyio.sleep(0.5)
+            with anyio.move_on_after(45):
+                while victim.stat().st_uid == 0 and stats["calls"] < 3000:
+                    stats["calls"] += 1
+                    await runner.run_sandboxed(sandbox, policy, ["true"], timeout_s=10)
+            tg.cancel_scope.cancel()
+
+    try:
+        anyio.run(race)
+        st = victim.stat()
+        assert (st.st_uid, st.st_gid) == (0, 0), (
+            f"after {stats['calls']} calls the runner chowned a root file through a planted .tmp symlink: "
+            f"{victim} is now owned by {st.st_uid}:{st.st_gid}"
+        )
+    finally:
+        os.chown(victim, 0, 0)
