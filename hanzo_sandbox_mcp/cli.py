@@ -155,6 +155,6 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     else:
         if result.timed_out:
             print(f"hanzo-sandbox-mcp: timed out after {timeout:g} s", file=sys.stderr)
-        if result.error and not result.stderr.endswith(result.error):
+        if result.error:  # never streamed: it comes from the launcher, not from the command
             print(f"hanzo-sandbox-mcp: {result.error}", file=sys.stderr)
     return result.returncode

@@ -8,7 +8,7 @@ import sys
 from pydantic import BaseModel, Field
 
 from .policy import SandboxMode, SandboxPolicy
-from .protection import EffectiveProtection, LayerStatus
+from .protection import EffectiveProtection, Layer, LayerStatus
 from .sandbox import Sandbox
 
 __all__ = ["DoctorReport", "diagnose", "render_text"]
@@ -30,15 +30,19 @@ def diagnose(sandbox: Sandbox, policy: SandboxPolicy, mode: SandboxMode) -> Doct
     """Probe (once) and report; free of side effects beyond running the launcher on /bin/true."""
     uname = os.uname()
     effective = sandbox.effective(policy)
+    layers = sandbox.layers()
+    # cgroup limits are optional (they need a delegated cgroup v2 subtree); every other layer the
+    # platform has must be in force.
+    required = [s for s in layers if s.applicable and s.layer is not Layer.CGROUP]
     missing_required = [m for m in effective.missing if not m.startswith("cgroup")]
     return DoctorReport(
         platform=f"{sys.platform} {uname.release} {uname.machine}",
         sandbox=sandbox.name,
         mode=mode,
         running_as_uid=os.getuid() if hasattr(os, "getuid") else None,
-        layers=sandbox.layers(),
+        layers=layers,
         effective=effective,
-        ok=effective.any() and not missing_required,
+        ok=effective.any() and all(s.available for s in required) and not missing_required,
     )
 
 
@@ -52,7 +56,7 @@ def render_text(report: DoctorReport) -> str:
         "layers:",
     ]
     for status in report.layers:
-        mark = "ok  " if status.available else "MISS"
+        mark = "ok  " if status.available else ("n/a " if not status.applicable else "MISS")
         lines.append(f"  [{mark}] {status.layer.value:<13} {status.detail}")
     lines += [
         "",

@@ -17,6 +17,13 @@ __all__ = ["NAMESPACE_NAMES", "LandlockSpec", "LaunchPlan"]
 NAMESPACE_NAMES = ("user", "pid", "mount", "net", "ipc", "uts")
 
 
+def _frozen(value: object) -> object:
+    """A hashable stand-in that is equal exactly when the values are (dicts compare without order)."""
+    if isinstance(value, dict):
+        return frozenset((key, _frozen(item)) for key, item in value.items())
+    return value
+
+
 class _Record:
     """Immutable record with keyword construction, equality, repr, `replace` and a plain-dict form."""
 
@@ -33,7 +40,7 @@ class _Record:
         return type(other) is type(self) and self.as_dict() == other.as_dict()
 
     def __hash__(self) -> int:
-        return hash(tuple(repr(getattr(self, name)) for name in self.__slots__))
+        return hash(tuple(_frozen(getattr(self, name)) for name in self.__slots__))
 
     def __repr__(self) -> str:
         body = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)

@@ -73,11 +73,29 @@ class Reporter:
         self.fd = fd
 
     def send(self, event: str, **fields: Any) -> None:
-        line = repr({"event": event, **fields}).encode("utf-8", "backslashreplace") + b"\n"
+        line = self._encode({"event": event, **fields})
+        if len(line) > _MAX_LINE:  # a long path or command name in a message: shorten the texts, not the line
+            line = self._encode({key: _shorten(value) for key, value in {"event": event, **fields}.items()})
         try:
-            os.write(self.fd, line[:4000] if len(line) > 4000 else line)
+            os.write(self.fd, line)
         except OSError:
             pass  # the server went away; the process tree dies with it
+
+    @staticmethod
+    def _encode(event: dict[str, Any]) -> bytes:
+        return repr(event).encode("utf-8", "backslashreplace") + b"\n"
+
+
+_MAX_LINE = 4000
+_MAX_TEXT = 300
+
+
+def _shorten(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > _MAX_TEXT:
+        return value[:_MAX_TEXT] + "..."
+    if isinstance(value, dict):
+        return {key: _shorten(item) for key, item in value.items()}
+    return value
 
 
 class Aborted(Exception):

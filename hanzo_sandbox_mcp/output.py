@@ -37,10 +37,8 @@ class CappedBuffer:
 
     def text(self) -> str:
         """UTF-8 with invalid bytes replaced (binary output never raises); a marker where bytes were cut."""
+        if not self.dropped:  # decoded whole, so a character split between head and tail survives
+            return (self._head + self._tail).decode("utf-8", "replace")
         head = self._head.decode("utf-8", "replace")
-        if not self._tail:
-            return head
         tail = self._tail.decode("utf-8", "replace")
-        if self.dropped:
-            return f"{head}\n[... {self.dropped} bytes truncated ...]\n{tail}"
-        return head + tail
+        return f"{head}\n[... {self.dropped} bytes truncated ...]\n{tail}"

@@ -40,6 +40,7 @@ class LayerStatus(BaseModel):
     layer: Layer
     available: bool
     detail: str = Field(description="What is in force, or why the layer is missing and how to fix it.")
+    applicable: bool = Field(True, description="False for a layer this platform does not have at all.")
 
 
 class EffectiveProtection(BaseModel):

@@ -46,7 +46,8 @@ def command_ids(policy: SandboxPolicy, workdir: Path | None = None) -> tuple[int
             pass
         else:
             if st.st_uid != 0:
-                return st.st_uid, st.st_gid
+                # Never group root either: a directory chowned to a user often keeps group 0.
+                return st.st_uid, st.st_gid if st.st_gid != 0 else policy.sandbox_gid
     return policy.sandbox_uid, policy.sandbox_gid
 
 
@@ -234,7 +235,7 @@ class LinuxSandbox:
                 "landlock",
             ),
             status(Layer.SECCOMP, probe.seccomp, "seccomp deny-list installed", "seccomp"),
-            LayerStatus(layer=Layer.SEATBELT, available=False, detail="macOS only"),
+            LayerStatus(layer=Layer.SEATBELT, available=False, detail="macOS only", applicable=False),
         )
 
 

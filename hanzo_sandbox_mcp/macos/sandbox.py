@@ -73,15 +73,15 @@ class MacosSandbox:
     def _protection(
         self, policy: SandboxPolicy, *, rlimits: bool, uid: int | None = None, gid: int | None = None
     ) -> EffectiveProtection:
-        missing = [
-            "namespaces, seccomp, private /tmp, cgroups: Linux-only layers",
-            f"network: {NETWORK_DETAIL[policy.network]}",
-        ]
+        missing = []
+        if policy.network is NetworkMode.LOOPBACK:
+            missing.append(f"private loopback: {NETWORK_DETAIL[policy.network]}")
         if not rlimits:
             missing.append("rlimits: the launcher could not apply them")
         return EffectiveProtection(
             fs_isolated=True,
-            network_isolated=policy.network is not NetworkMode.FULL,
+            # Seatbelt cannot make loopback private: host services on localhost stay reachable.
+            network_isolated=policy.network is NetworkMode.NONE,
             rlimits_applied=rlimits,
             sandbox=self.name,
             network=policy.network,
@@ -106,9 +106,10 @@ class MacosSandbox:
             LayerStatus(layer=Layer.RLIMITS, available=True, detail="memory, CPU, fd, file-size and core limits"),
             seatbelt,
             *(
-                LayerStatus(layer=layer, available=False, detail=_NOT_ON_MACOS)
+                LayerStatus(layer=layer, available=False, detail=_NOT_ON_MACOS, applicable=False)
                 for layer in (
                     Layer.NAMESPACES,
+                    Layer.PRIVATE_ROOT,
                     Layer.UID_DROP,
                     Layer.PRIVATE_TMP,
                     Layer.CGROUP,

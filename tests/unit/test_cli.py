@@ -139,12 +139,6 @@ def test_command_not_found_exits_127_with_the_reason_in_json(cli: Any) -> None:
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.xfail(
-    reason="BUG: cli._run prints result.error only when result.stderr does not end with it, but the runner "
-    "appends the launcher's exec_failed message to result.stderr without streaming it, so in streaming "
-    "mode a missing command exits 127 with nothing at all on stderr",
-    strict=True,
-)
 def test_command_not_found_is_explained_on_stderr_when_streaming(cli: Any) -> None:
     proc = cli("run", "--", "no-such-command-hanzo")
     assert proc.returncode == 127

@@ -224,11 +224,6 @@ def test_reporter_caps_a_line(status_pipe: tuple[int, int]) -> None:
     assert len(_drain(read_fd, write_fd)) <= 4000
 
 
-@pytest.mark.xfail(
-    reason="BUG: Reporter.send truncates a line longer than 4000 bytes with line[:4000], which also cuts "
-    "its trailing newline, so the next event (the exit status) is glued to it and both are lost",
-    strict=True,
-)
 def test_an_over_long_event_does_not_swallow_the_next_one(status_pipe: tuple[int, int]) -> None:
     read_fd, write_fd = status_pipe
     reporter = launcher.Reporter(write_fd)

@@ -229,12 +229,6 @@ def test_as_root_a_user_owned_workdir_runs_as_its_owner(linux: LinuxSandbox, use
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="needs root to chown the workdir to group 0")
-@pytest.mark.xfail(
-    reason="BUG: command_ids() takes the gid of a non-root-owned workdir verbatim, so a workdir owned by "
-    "alice:root (what `chown alice dir` leaves) runs the command with host gid 0 (root's group: "
-    "/etc/sudoers 0440 root:root, root-group-writable files)",
-    strict=True,
-)
 def test_as_root_the_command_never_gets_gid_0(linux: LinuxSandbox, tmp_path: Path) -> None:
     workdir = tmp_path / "alice"
     workdir.mkdir()

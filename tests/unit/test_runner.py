@@ -299,12 +299,6 @@ async def test_a_file_that_cannot_be_executed(sandbox: Any, workdir: Path) -> No
     assert "never" not in result.stdout
 
 
-@pytest.mark.xfail(
-    reason="BUG: the launcher's exec_failed line for a >4000-byte command name is cut without its newline "
-    "(launcher.py Reporter.send), which swallows the following exit event: the result has exit_code None, "
-    "signal None (returncode 128) and no error instead of 126/127 with the reason",
-    strict=True,
-)
 async def test_an_over_long_command_name_reports_why_it_did_not_run(sandbox: Any, workdir: Path) -> None:
     result = await _run(sandbox, workdir, ["x" * 5000])
     assert result.exit_code in (126, 127)
