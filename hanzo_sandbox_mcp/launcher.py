@@ -210,12 +210,17 @@ def _run_init(plan: LaunchPlan, status: Reporter, active: list[str], alive_fd: i
         return EXIT_SETUP_FAILED
     status.send("setup", errors=errors, **setup)
 
+    # Signals that arrive while the command is being forked wait (blocked) until the forwarding handlers
+    # are in place, instead of being lost.
+    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
     command = os.fork()
     if command == 0:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
         os._exit(_run_command(plan, status, uid, gid, is_root, setup["private_tmp"]))
 
     for signum in _FORWARDED:
         signal.signal(signum, lambda signum, _frame: _kill(command, signum))
+    signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
     while True:
         pid, wait_status, _ = os.wait4(-1, 0)
         if pid == command:
