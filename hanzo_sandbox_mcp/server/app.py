@@ -112,6 +112,7 @@ def build_server(service: SandboxService) -> MCPServer:
         log_level=settings.log_level,
     )
 
+    run_rules = f"{sessions_text} {timeout_text} {network_text} {output_text} {errors_text}"
     run_annotations = ToolAnnotations(
         read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=open_world
     )
@@ -120,8 +121,7 @@ def build_server(service: SandboxService) -> MCPServer:
         title="Run a shell command in the sandbox",
         description=(
             "Run a shell command with /bin/sh -c inside an OS sandbox, in the session's working directory "
-            f"(or cwd, a directory relative to it; never outside it). {sessions_text} {timeout_text} "
-            f"{network_text} {output_text} {errors_text}"
+            f"(or cwd, a directory relative to it; never outside it). {run_rules}"
         ),
         annotations=run_annotations,
     )
@@ -155,8 +155,7 @@ def build_server(service: SandboxService) -> MCPServer:
             f"Run Python code with {python.path} inside an OS sandbox, in the session's working directory. "
             "The code is saved to a temporary .hanzo_run_<n>.py file at the top of the workdir (tracebacks "
             "show its line numbers; removed afterwards) and run as a script, so modules saved in the "
-            f"workdir import. Print what you want to see. {sessions_text} {timeout_text} {network_text} "
-            f"{output_text} {errors_text}"
+            f"workdir import. Print what you want to see. {run_rules}"
         ),
         annotations=run_annotations,
     )
