@@ -23,6 +23,7 @@ __all__ = [
     "SandboxError",
     "SandboxMode",
     "SandboxPolicy",
+    "SandboxService",
     "SandboxSetupError",
     "SandboxUnavailable",
     "Settings",
@@ -54,6 +55,7 @@ _WHERE = {
     "Settings": "config",
     "load_settings": "config",
     "run_sandboxed": "runner",
+    "SandboxService": "service",
 }
 
 if TYPE_CHECKING:
@@ -70,6 +72,7 @@ if TYPE_CHECKING:
     from .results import ExecResult, ResourceUsage
     from .runner import run_sandboxed
     from .sandbox import NullSandbox, Sandbox, detect, null
+    from .service import SandboxService
 
 
 def __getattr__(name: str) -> object:
