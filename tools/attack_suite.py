@@ -370,7 +370,7 @@ def fds_only_stdio(result: dict[str, Any], ctx: Context) -> Verdict:
 
 def quota_bounded(result: dict[str, Any], ctx: Context) -> Verdict:
     used = int(str(result.get("_workdir_usage", 0)))
-    ok = bool(result.get("quota_exceeded")) and used <= 200 * MiB
+    ok = used <= 50 * MiB and (used <= 5 * MiB or bool(result.get("quota_exceeded")))
     return ok, f"quota_exceeded={result.get('quota_exceeded')} workdir={used // MiB} MiB (quota 5)"
 
 
@@ -604,7 +604,13 @@ def attacks() -> list[Attack]:
         A(
             "fallocate burst past 5 MiB quota",
             "resource",
-            lambda c: "i=0; while [ $i -lt 200 ]; do i=$((i+1)); fallocate -l 10M f$i || break; done; sleep 3",
+            lambda c: py(
+                "import os\nfor i in range(3000):\n"
+                "    fd = os.open(f'f{i}', os.O_CREAT | os.O_WRONLY, 0o600)\n"
+                "    try: os.posix_fallocate(fd, 0, 4 << 20)\n"
+                "    except OSError: break\n"
+                "    finally: os.close(fd)"
+            ),
             quota_bounded,
             workdir=True,
             config="[policy]\nworkdir_quota_mb = 5\n",

@@ -28,6 +28,7 @@ __all__ = [
     "SANDBOX_PYTHON",
     "HostTcpListener",
     "assert_blocked_output",
+    "assert_fs_blocked",
     "assert_protection",
     "expected_command_uid",
     "host_probe",
@@ -46,9 +47,14 @@ NOBODY = 65534
 #: An interpreter every uid can execute (Debian's); never the pyenv one under /root.
 SANDBOX_PYTHON = "/usr/bin/python3"
 
-DENIED = "Permission denied"
-NOT_PERMITTED = "Operation not permitted"
-NO_SUCH_FILE = "No such file or directory"
+#: How a path outside the private root looks from inside: it does not exist.
+HIDDEN = ("No such file or directory", "Directory nonexistent", "can't cd to", "does not exist")
+#: Landlock (or DAC) refusing a path that is visible.
+DENIED = ("Permission denied",)
+#: A read-only bind of the private root.
+READ_ONLY = ("Read-only file system",)
+#: Any filesystem refusal that is a real block (never "not found" for a command, never a syntax error).
+FS_BLOCKED = (*HIDDEN, *DENIED, *READ_ONLY, "Invalid cross-device link", "Operation not permitted")
 
 
 def expected_command_uid() -> int:
@@ -150,6 +156,22 @@ def run_in_sandbox(
             )
 
     return anyio.run(go)
+
+
+def assert_fs_blocked(result: Any, *, secret: str | None = None, reasons: tuple[str, ...] = FS_BLOCKED) -> None:
+    """A filesystem attack failed with a filesystem refusal, and the layer that explains the refusal is
+    reported: a hidden path needs the private root, EACCES needs Landlock (or the uid drop), EROFS the
+    private root's read-only binds."""
+    assert_blocked_output(result, secret=secret, reasons=reasons)
+    text = result.stdout + result.stderr
+    prot = result.protection
+    assert prot.fs_isolated, f"fs_isolated is False: {prot}"
+    if any(h in text for h in HIDDEN) or any(r in text for r in READ_ONLY):
+        assert prot.private_root, f"a path was hidden or read-only, but private_root is not reported: {prot}"
+    if any(d in text for d in DENIED):
+        uid_drop = prot.uid is not None and prot.uid != os.getuid()
+        assert (prot.landlock_abi or 0) >= 1 or uid_drop, f"EACCES without Landlock or a uid drop: {prot}"
+    assert (prot.landlock_abi or 0) >= 1, f"Landlock is not in force: {prot}"
 
 
 # --- processes -------------------------------------------------------------------------------------------

@@ -146,6 +146,42 @@ def test_daemon_is_killed_without_pid_namespace(degraded):
         kill_marker(marker)
 
 
+def test_landlock_alone_blocks_outside_reads_without_private_root(degraded, world_readable_secret):
+    """No mount namespace, so no private root: the world-readable secret is visible, and Landlock alone
+    must refuse it (EACCES), while an allowlisted file reads fine (positive control)."""
+    cmd = f"cat /etc/passwd >/dev/null && echo CONTROL-OK; cat {shlex.quote(str(world_readable_secret.path))}; true"
+    res = degraded("no-userns", ["/bin/sh", "-c", cmd])
+    assert res.data is not None, res.proc
+    assert res.protection["private_root"] is False and res.protection["landlock_abi"], res.protection
+    assert "CONTROL-OK" in res.data["stdout"]
+    assert world_readable_secret.content not in res.data["stdout"]
+    assert "Permission denied" in res.data["stderr"], res.data
+
+
+def test_landlock_alone_blocks_outside_writes_without_private_root(degraded, world_writable_dir, workdir):
+    cmd = f"echo pwned > {shlex.quote(str(world_writable_dir))}/new; echo ok > inside && echo CONTROL-OK; true"
+    res = degraded("no-userns", ["/bin/sh", "-c", cmd], workdir=workdir)
+    assert res.data is not None, res.proc
+    assert "CONTROL-OK" in res.data["stdout"], res.data
+    assert not (world_writable_dir / "new").exists()
+    assert "Permission denied" in res.data["stderr"], res.data
+
+
+def test_report_names_missing_private_root_when_metadata_is_exposed(degraded, private_secret):
+    """Landlock has no access right for chmod/utimes/xattr. Without the private root a command running as
+    the server's uid can chmod the server's files: the report must then list the private root as missing."""
+    key = private_secret.path
+    try:
+        res = degraded("no-userns", ["/bin/sh", "-c", f"chmod 0644 {shlex.quote(str(key))}; true"])
+        assert res.data is not None, res.proc
+        changed = key.stat().st_mode & 0o777 != 0o600
+        assert res.protection["private_root"] is False
+        if changed:
+            assert any("root" in m.lower() for m in res.protection["missing"]), res.protection["missing"]
+    finally:
+        key.chmod(0o600)
+
+
 # --- no Landlock (old kernel) --------------------------------------------------------------------------
 
 
@@ -154,7 +190,8 @@ def test_report_names_missing_landlock(degraded):
     assert res.proc.returncode == 0, res.proc.stderr
     prot = res.protection
     assert prot["landlock_abi"] is None, prot
-    assert prot["fs_isolated"] is False, prot
+    # fs_isolated may still hold through the private root alone, and only then.
+    assert prot["fs_isolated"] is prot["private_root"], prot
     _missing_mentions(res, "landlock")
     assert prot["namespaces"], "namespaces do not depend on Landlock"
 
@@ -167,12 +204,27 @@ def test_strict_refuses_to_run_without_landlock(degraded, workdir):
     assert not marker.exists()
 
 
-def test_uid_drop_still_protects_private_files_without_landlock(degraded, private_secret):
-    """fs_isolated is False (honest); as root the command still runs as nobody, so 0600 files stay closed."""
+def test_fs_claim_holds_without_landlock(degraded, private_secret, world_readable_secret):
+    """Without Landlock the report may still claim fs_isolated through the private root: then neither
+    secret is readable (they are not in the root at all)."""
+    cmd = f"cat {shlex.quote(str(private_secret.path))} {shlex.quote(str(world_readable_secret.path))}; true"
+    res = degraded("no-landlock", ["/bin/sh", "-c", cmd])
+    assert res.data is not None, res.proc
+    text = res.data["stdout"]
+    if res.protection["fs_isolated"]:
+        assert private_secret.content not in text and world_readable_secret.content not in text, res.data
+        assert "No such file or directory" in res.data["stderr"], res.data
+
+
+def test_uid_drop_still_protects_private_files_without_private_root_and_landlock(degraded, private_secret):
+    """No namespaces and no Landlock: fs_isolated must be False; as root the command still runs as nobody,
+    so the server's 0600 files stay closed by DAC."""
+    res = degraded("no-userns,no-landlock", ["/bin/sh", "-c", f"cat {shlex.quote(str(private_secret.path))}; true"])
+    assert res.data is not None, res.proc
+    assert res.protection["fs_isolated"] is False, res.protection
+    _missing_mentions(res, "landlock")
     if not IS_ROOT:
-        pytest.skip("without Landlock a command running as the server's own uid can read its files (reported)")
-    res = degraded("no-landlock", ["/bin/sh", "-c", f"cat {shlex.quote(str(private_secret.path))}; true"])
-    assert res.data is not None
+        pytest.skip("the command runs as the server's own uid: nothing at all protects its files (as reported)")
     assert private_secret.content not in res.data["stdout"]
     assert "Permission denied" in res.data["stderr"]
 

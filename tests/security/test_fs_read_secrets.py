@@ -1,8 +1,11 @@
 """Reading the server user's secrets from inside the sandbox.
 
 Each attack reads a file outside the workdir that the command must not see; each positive control reads an
-allowed file with the very same tool, so "Permission denied" cannot come from a broken `cat`.
-The world-readable secret is the sharp case: DAC allows the read, so only Landlock (or a mount) stops it.
+allowed file with the very same tool, so a refusal cannot come from a broken `cat`. Two layers answer:
+the private root (the path does not exist inside: ENOENT) and Landlock (EACCES where a path is visible);
+`assert_fs_blocked` checks that the layer matching the error is reported. Each secret is asserted to exist
+on the host first, so "No such file" is never a typo. The world-readable secret is the sharp case: DAC
+allows the read. Landlock alone (no private root) is exercised in test_degradation.py.
 """
 
 from __future__ import annotations
@@ -12,13 +15,11 @@ import shlex
 from pathlib import Path
 
 import pytest
-from _security_support import IS_ROOT, assert_blocked_output, assert_protection, py
-
-DENIED_OR_HIDDEN = ("Permission denied", "No such file or directory")
+from _security_support import IS_ROOT, assert_fs_blocked, assert_protection, py
 
 
-def _fs_layer_fired(result: object) -> None:
-    assert_protection(result, fs_isolated=True)
+def _fs_layers_fired(result: object) -> None:
+    assert_protection(result, fs_isolated=True, private_root=True)
     abi = result.protection.landlock_abi  # type: ignore[attr-defined]
     assert abi is not None and abi >= 1, f"landlock_abi={abi!r}: {result.protection}"  # type: ignore[attr-defined]
 
@@ -33,7 +34,7 @@ def test_reading_allowed_system_files_works(sandbox_run):
     assert result.exit_code == 0, result
     assert "root:" in result.stdout
     assert "True" in result.stdout and "LS-OK" in result.stdout
-    _fs_layer_fired(result)
+    _fs_layers_fired(result)
 
 
 def test_reading_own_workdir_file_works(sandbox_run, workdir):
@@ -47,10 +48,10 @@ def test_sandbox_blocks_reading_server_user_private_key(sandbox_run, private_sec
     """A 0600 key in a 0700 directory owned by the server uid (a stand-in for ~/.ssh/id_ed25519)."""
     path = shlex.quote(str(private_secret.path))
     result = sandbox_run(f"cat {path}; ls {shlex.quote(str(private_secret.path.parent))}")
+    assert private_secret.path.is_file()
     assert result.exit_code != 0
-    assert_blocked_output(result, secret=private_secret.content, reasons=DENIED_OR_HIDDEN)
+    assert_fs_blocked(result, secret=private_secret.content)
     assert "id_ed25519" not in result.stdout  # the listing failed too
-    _fs_layer_fired(result)
 
 
 def test_sandbox_blocks_reading_world_readable_file_outside_allowlist(sandbox_run, world_readable_secret):
@@ -66,11 +67,9 @@ def test_sandbox_blocks_reading_world_readable_file_outside_allowlist(sandbox_ru
             path,
         )
     )
-    assert_blocked_output(result, secret=world_readable_secret.content, reasons=DENIED_OR_HIDDEN)
+    assert_fs_blocked(result, secret=world_readable_secret.content)
     assert "READ-OK" not in result.stdout
-    # The file exists in the sandbox's view (/var/tmp is not hidden): the denial is Landlock's EACCES.
-    assert "ERR 13 Permission denied" in result.stdout, result.stdout
-    _fs_layer_fired(result)
+    assert "ERR 2 " in result.stdout or "ERR 13 " in result.stdout, result.stdout  # ENOENT (root) / EACCES
 
 
 def test_sandbox_blocks_listing_directory_outside_allowlist(sandbox_run, world_readable_secret):
@@ -79,8 +78,7 @@ def test_sandbox_blocks_listing_directory_outside_allowlist(sandbox_run, world_r
     result = sandbox_run(f"ls -la {parent}")
     assert result.exit_code != 0
     assert "credentials" not in result.stdout
-    assert_blocked_output(result, reasons=("Permission denied",))
-    _fs_layer_fired(result)
+    assert_fs_blocked(result)
 
 
 def test_sandbox_blocks_reading_etc_files_outside_the_etc_allowlist(sandbox_run):
@@ -98,8 +96,7 @@ def test_sandbox_blocks_reading_etc_files_outside_the_etc_allowlist(sandbox_run)
     )
     assert "READ-OK" not in result.stdout, f"{target} was readable: {result}"
     assert "CONTROL-OK" in result.stdout  # the same cat reads /etc/passwd (allowlisted)
-    assert_blocked_output(result, reasons=("Permission denied",))
-    _fs_layer_fired(result)
+    assert_fs_blocked(result)
 
 
 def test_sandbox_blocks_reading_shadow_and_ssh_host_keys(sandbox_run):
@@ -110,8 +107,7 @@ def test_sandbox_blocks_reading_shadow_and_ssh_host_keys(sandbox_run):
     quoted = " ".join(shlex.quote(t) for t in targets)
     result = sandbox_run(f'for f in {quoted}; do cat "$f" >/dev/null && echo "READ-OK $f"; done; true')
     assert "READ-OK" not in result.stdout, result
-    assert_blocked_output(result, reasons=("Permission denied",))
-    _fs_layer_fired(result)
+    assert_fs_blocked(result)
 
 
 def test_sandbox_blocks_reading_real_home_ssh_dir(sandbox_run):
@@ -126,8 +122,7 @@ def test_sandbox_blocks_reading_real_home_ssh_dir(sandbox_run):
     result = sandbox_run("; ".join(cmds) + "; true")
     assert "LIST-HOME-OK" not in result.stdout, result
     assert "READ-OK" not in result.stdout, result
-    assert_blocked_output(result, reasons=DENIED_OR_HIDDEN)
-    _fs_layer_fired(result)
+    assert_fs_blocked(result)
 
 
 def test_sandbox_blocks_reading_secret_via_proc_self_root(sandbox_run, world_readable_secret):
@@ -137,8 +132,7 @@ def test_sandbox_blocks_reading_secret_via_proc_self_root(sandbox_run, world_rea
         f"cat /proc/self/root{shlex.quote(path)}; cat /proc/1/root{shlex.quote(path)}; "
         f"cat /proc/self/cwd/../../../../..{shlex.quote(path)}; true"
     )
-    assert_blocked_output(result, secret=world_readable_secret.content, reasons=DENIED_OR_HIDDEN)
-    _fs_layer_fired(result)
+    assert_fs_blocked(result, secret=world_readable_secret.content)
 
 
 def test_sandbox_blocks_reading_another_sessions_workdir(sandbox_run, new_workdir):
@@ -148,13 +142,12 @@ def test_sandbox_blocks_reading_another_sessions_workdir(sandbox_run, new_workdi
     first = sandbox_run(f"echo {secret} > notes.txt && cat notes.txt", workdir=other)
     assert secret in first.stdout, first  # positive control: the other session can read its own file
     result = sandbox_run(f"cat {shlex.quote(str(other / 'notes.txt'))}; ls {shlex.quote(str(other))}; true")
-    assert_blocked_output(result, secret=secret, reasons=DENIED_OR_HIDDEN)
+    assert_fs_blocked(result, secret=secret)
     assert "notes.txt" not in result.stdout
-    _fs_layer_fired(result)
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="/root only matters when the server runs as root")
 def test_sandbox_blocks_reading_root_home(sandbox_run):
-    result = sandbox_run("ls /root; cat /root/.bash_history; cat /root/.profile; true")
-    assert_blocked_output(result, reasons=("Permission denied",))
-    _fs_layer_fired(result)
+    result = sandbox_run("ls /root && echo LISTED; cat /root/.profile; true")
+    assert "LISTED" not in result.stdout
+    assert_fs_blocked(result)

@@ -1,7 +1,9 @@
 """Writing outside the workdir: files the server user owns, world-writable directories, /proc/sys, ~.
 
 Every denial is paired with the same write succeeding in the workdir (or the private /tmp), so the
-"Permission denied" is the sandbox's and not a broken command.
+refusal is the sandbox's and not a broken command. Outside paths are absent from the private root (ENOENT)
+or read-only binds (EROFS), and Landlock refuses what stays visible (EACCES); `assert_fs_blocked` checks
+the matching layer is reported. chmod/utimes/xattr are the case Landlock cannot cover on its own.
 """
 
 from __future__ import annotations
@@ -13,15 +15,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from _security_support import assert_blocked_output, assert_protection
-
-DENIED = ("Permission denied", "Read-only file system")
-#: chmod and utimes of a file one does not own fail with EPERM (DAC); Landlock has no right for them.
-METADATA_DENIED = (*DENIED, "Operation not permitted")
+from _security_support import assert_fs_blocked, assert_protection, py
 
 
-def _fs_layer_fired(result: object) -> None:
-    assert_protection(result, fs_isolated=True)
+def _fs_layers_fired(result: object) -> None:
+    assert_protection(result, fs_isolated=True, private_root=True)
     abi = result.protection.landlock_abi  # type: ignore[attr-defined]
     assert abi is not None and abi >= 1, result.protection  # type: ignore[attr-defined]
 
@@ -34,7 +32,7 @@ WRITE_OPS = {
     "symlink": "ln -s /etc/passwd {d}/link",
     "fifo": "mkfifo {d}/fifo",
     "rename": "mv {d}/existing {d}/renamed",
-    "unlink": "rm -f {d}/existing",
+    "unlink": "rm {d}/existing",
     "chmod": "chmod 777 {d}/existing",
     "touch-mtime": "touch -d 2001-01-01 {d}/existing",
 }
@@ -47,7 +45,7 @@ def test_writing_in_workdir_works(sandbox_run):
     result = sandbox_run(setup + ops + " && mv d/existing d/renamed && rm d/renamed && echo ALL-OK")
     assert result.exit_code == 0, result
     assert "ALL-OK" in result.stdout
-    _fs_layer_fired(result)
+    _fs_layers_fired(result)
 
 
 @pytest.mark.parametrize("op", sorted(WRITE_OPS))
@@ -59,12 +57,11 @@ def test_sandbox_blocks_write_to_world_writable_dir_outside_workdir(sandbox_run,
     before = sorted(os.listdir(world_writable_dir))
     result = sandbox_run(WRITE_OPS[op].format(d=shlex.quote(str(world_writable_dir))))
     assert result.exit_code != 0, f"{op} succeeded outside the workdir: {result}"
-    assert_blocked_output(result, reasons=METADATA_DENIED if op in ("chmod", "touch-mtime") else DENIED)
+    assert_fs_blocked(result)
     assert sorted(os.listdir(world_writable_dir)) == before
     assert existing.read_text() == "original\n"
     if op == "chmod":
         assert existing.stat().st_mode & 0o777 == 0o666
-    _fs_layer_fired(result)
 
 
 def test_sandbox_blocks_write_to_server_user_private_dir(sandbox_run, private_secret):
@@ -72,8 +69,7 @@ def test_sandbox_blocks_write_to_server_user_private_dir(sandbox_run, private_se
     path = shlex.quote(str(private_secret.path))
     result = sandbox_run(f"echo pwned > {path}; echo pwned >> {path}; rm -f {path}; true")
     assert private_secret.path.read_text().strip() == private_secret.content
-    assert_blocked_output(result, reasons=("Permission denied", "No such file or directory"))
-    _fs_layer_fired(result)
+    assert_fs_blocked(result)
 
 
 def test_sandbox_blocks_write_to_server_home(sandbox_run):
@@ -88,8 +84,7 @@ def test_sandbox_blocks_write_to_server_home(sandbox_run):
         )
         assert not (home / name).exists()
         assert not (home / ".config" / name).exists()
-        assert_blocked_output(result, reasons=("Permission denied", "No such file or directory"))
-        _fs_layer_fired(result)
+        assert_fs_blocked(result)
     finally:
         (home / name).unlink(missing_ok=True)
         if (home / ".config" / name).is_dir():
@@ -109,8 +104,7 @@ def test_sandbox_blocks_write_to_the_server_code(sandbox_run):
     )
     assert target.read_bytes() == before
     assert not (pkg / "evil.py").exists()
-    assert_blocked_output(result, reasons=(*DENIED, "No such file or directory"))
-    _fs_layer_fired(result)
+    assert_fs_blocked(result)
 
 
 def test_sandbox_blocks_kernel_tunables_via_proc_sys(sandbox_run):
@@ -121,8 +115,7 @@ def test_sandbox_blocks_kernel_tunables_via_proc_sys(sandbox_run):
         "echo 1 > /proc/sysrq-trigger; true"
     )
     assert Path("/proc/sys/kernel/core_pattern").read_text() == before
-    assert_blocked_output(result, reasons=DENIED)
-    _fs_layer_fired(result)
+    assert_fs_blocked(result)
 
 
 def test_private_tmp_writes_stay_in_the_sandbox(sandbox_run):
@@ -158,7 +151,7 @@ def test_sandbox_blocks_chmod_of_server_user_secret(sandbox_run, private_secret)
         assert key.stat().st_mtime > 1e9 + 1e8, "the key's mtime was rewritten from inside the sandbox"
         with contextlib.suppress(OSError):
             assert os.getxattr(key, "user.hanzo") != b"x", "an xattr was set on the key from inside the sandbox"
-        assert_blocked_output(result, reasons=(*METADATA_DENIED, "No such file or directory"))
+        assert_fs_blocked(result)
     finally:
         key.chmod(0o600)
         parent.chmod(0o700)
