@@ -180,7 +180,7 @@ def test_sandbox_bounds_quota_overshoot_of_fast_allocation(sandbox_run, workdir)
         timeout_s=60,
     )
     used = directory_usage_bytes(workdir)
-    assert used <= 200 * MiB, f"the workdir reached {used / MiB:.0f} MiB under a 5 MiB quota (stdout={result.stdout!r})"
+    assert used <= 50 * MiB, f"the workdir reached {used / MiB:.0f} MiB under a 5 MiB quota (stdout={result.stdout!r})"
     if used > 5 * MiB:
         assert result.quota_exceeded, f"{used / MiB:.0f} MiB used under a 5 MiB quota, not reported: {result}"
 
