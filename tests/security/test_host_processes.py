@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -16,6 +17,7 @@ from _security_support import (
     IS_ROOT,
     NOBODY,
     json_lines,
+    marker_pids,
     py,
     unique_sleep,
 )
@@ -45,6 +47,9 @@ def victim():
         env={"PATH": "/usr/bin:/bin", "VICTIM_SECRET": secret},
         **kwargs,
     )
+    deadline = time.monotonic() + 10
+    while proc.pid not in marker_pids(marker) and time.monotonic() < deadline:
+        time.sleep(0.02)  # until the child has exec'd sleep (its cmdline is empty before that)
     try:
         yield proc, marker, secret
     finally:
