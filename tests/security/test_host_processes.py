@@ -191,3 +191,45 @@ def test_sandbox_blocks_ptrace_of_sandbox_init(sandbox_run):
     assert "MEM-OPEN-OK" not in result.stdout, result
     assert "ENVIRON-OK" not in result.stdout, result
     _pid_ns_fired(result)
+
+
+SHM_PROBE = r"""
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+shmid = libc.shmget(ctypes.c_int(int(sys.argv[1])), ctypes.c_size_t(0), 0)
+if shmid < 0:
+    print("ERR", ctypes.get_errno())
+else:
+    addr = libc.shmat(shmid, None, 0o10000)  # SHM_RDONLY
+    print("ATTACHED", ctypes.string_at(addr, 64).split(b"\0")[0].decode(errors="replace"))
+"""
+
+
+def test_sandbox_blocks_host_sysv_shared_memory(sandbox_run):
+    """A host System V shared-memory segment (mode 0666, as databases and X servers create them) must be
+    out of reach: the command has its own IPC namespace. POSIX shm lives in the private /dev/shm."""
+    import ctypes
+    import random
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.shmat.restype = ctypes.c_void_p
+    key = random.randint(0x10000000, 0x7FFFFFFF)
+    shmid = libc.shmget(ctypes.c_int(key), ctypes.c_size_t(4096), 0o1000 | 0o666)  # IPC_CREAT
+    if shmid < 0:
+        pytest.skip(f"cannot create a SysV shm segment here (errno {ctypes.get_errno()})")
+    secret = f"SHM-{uuid.uuid4().hex[:16]}".encode()
+    try:
+        addr = libc.shmat(shmid, None, 0)
+        ctypes.memmove(addr, secret, len(secret))
+        libc.shmdt(ctypes.c_void_p(addr))
+        host = subprocess.run(
+            ["/usr/bin/python3", "-I", "-S", "-c", SHM_PROBE, str(key)], capture_output=True, text=True
+        )
+        assert secret.decode() in host.stdout, f"positive control: the host probe should attach: {host}"
+        result = sandbox_run(py(SHM_PROBE, str(key)))
+        assert secret.decode() not in result.stdout, f"host shared memory read from the sandbox: {result}"
+        assert "ERR 2" in result.stdout, result  # ENOENT: no such key in this IPC namespace
+        assert "ipc" in result.protection.namespaces, result.protection
+    finally:
+        libc.shmctl(shmid, 0, None)  # IPC_RMID
