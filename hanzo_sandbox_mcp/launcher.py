@@ -334,6 +334,7 @@ def _apply_layers(
         os.chdir(plan.cwd)
     except OSError as exc:
         raise Aborted(f"cannot enter working directory {plan.cwd}: {exc.strerror}") from None
+    _make_tmpdir(plan.env.get("TMPDIR"))
 
     # Only 0, 1, 2 and the status pipe (close-on-exec) survive: no server socket, pipe or file leaks.
     os.set_inheritable(status.fd, False)
@@ -374,6 +375,17 @@ def _apply_layers(
             applied["seccomp"] = True
         except OSError as exc:
             _failed(plan, errors, "seccomp", exc)
+
+
+def _make_tmpdir(path: str | None) -> None:
+    """Create $TMPDIR (in the workdir) as the command's own uid, after the uid switch: the server never
+    creates or chowns anything in a directory the model controls (a symlink swapped in there would
+    redirect a root chown)."""
+    if path:
+        try:
+            os.mkdir(path, 0o700)
+        except OSError:
+            pass  # exists already, or a read-only workdir: the command sees what it would anyway
 
 
 def _in_new_userns() -> bool:
@@ -437,6 +449,7 @@ def _run_unconfined(plan: LaunchPlan, status: Reporter) -> int:
     except OSError as exc:
         status.send("abort", message=f"cannot enter working directory {plan.cwd}: {exc.strerror}")
         return EXIT_SETUP_FAILED
+    _make_tmpdir(plan.env.get("TMPDIR"))
     os.set_inheritable(status.fd, False)
     status.send("applied", errors=errors, **applied)
     argv = [*plan.wrapper, *plan.argv]

@@ -163,9 +163,6 @@ def _prepare(
         raise RequestError(f"the working directory {workdir} does not exist")
     target = resolve_inside(workdir, cwd)
     plan = sandbox.harden(argv, policy, env=env)
-    tmpdir = plan.env.get("TMPDIR")
-    if tmpdir and Path(tmpdir).parent == workdir and not os.path.isdir(tmpdir):
-        _make_like(Path(tmpdir), workdir)
     return plan.replace(cwd=str(target))
 
 
@@ -175,17 +172,6 @@ def _cap_file_size(plan: LaunchPlan, policy: SandboxPolicy, used_bytes: int) -> 
         return plan
     remaining = max(0, policy.workdir_quota_mb * 1024 * 1024 - used_bytes)
     return plan.replace(rlimits={**plan.rlimits, "fsize": min(plan.rlimits["fsize"], remaining)})
-
-
-def _make_like(path: Path, model: Path) -> None:
-    """Create a directory with the same owner as `model` (the command's uid owns the workdir)."""
-    try:
-        path.mkdir(mode=0o700, exist_ok=True)
-        st = model.stat()
-        if os.geteuid() == 0:
-            os.chown(path, st.st_uid, st.st_gid)
-    except OSError:
-        pass  # a read-only workdir: the command will see TMPDIR missing, as it would anyway
 
 
 async def run_sandboxed(

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..env_scrub import scrub_env
+from ..errors import SandboxUnavailable
 from ..launch import LaunchReport, launcher_argv
 from ..launch_plan import NAMESPACE_NAMES, LandlockSpec, LaunchPlan
 from ..policy import NetworkMode, SandboxPolicy
@@ -56,15 +57,20 @@ def _reachable_path(path_var: str, uid: int, gid: int) -> str:
 
 
 @functools.cache
-def _seccomp_filter(network: NetworkMode) -> bytes | None:
-    """Compiled once per network mode (libseccomp handles arch and x32 checks); None without libseccomp."""
+def _seccomp_filter(network: NetworkMode) -> tuple[bytes | None, str | None]:
+    """Compiled once per network mode (libseccomp handles arch and x32 checks): (program, None), or
+    (None, why) when libseccomp is missing or refuses (it probes the kernel's seccomp support)."""
     from . import seccomp
 
     try:
-        return seccomp.build_filter(network.value)
-    except (ImportError, OSError, RuntimeError, ValueError) as exc:
-        _log.warning("seccomp filter unavailable: %s", exc)
-        return None
+        return seccomp.build_filter(network.value), None
+    except ImportError as exc:
+        why = f"pyseccomp/libseccomp is not installed ({exc}): `apt-get install libseccomp2`"
+    except (OSError, RuntimeError, ValueError) as exc:
+        why = f"the seccomp filter cannot be built here ({exc}); the kernel or a seccomp filter around the "
+        why += "server may refuse seccomp (containers: --security-opt seccomp=unconfined)"
+    _log.warning("seccomp filter unavailable: %s", why)
+    return None, why
 
 
 class LinuxSandbox:
@@ -87,6 +93,10 @@ class LinuxSandbox:
             child_env["PATH"] = _reachable_path(child_env["PATH"], uid, gid)
         network = policy.network
         namespaces = tuple(n for n in NAMESPACE_NAMES if not (n == "net" and network is NetworkMode.FULL))
+        bpf, seccomp_error = _seccomp_filter(network)
+        if bpf is None and policy.strict:
+            # Fail closed: a filter that cannot even be built never reaches the launcher's strict check.
+            raise SandboxUnavailable(f"strict policy: the seccomp layer cannot be applied: {seccomp_error}")
         return LaunchPlan(
             argv=tuple(argv),
             env=child_env,
@@ -111,7 +121,7 @@ class LinuxSandbox:
                 deny_tcp=network is NetworkMode.NONE,
                 scope=True,
             ),
-            seccomp_bpf=_seccomp_filter(network),
+            seccomp_bpf=bpf,
             strict=policy.strict,
         )
 
@@ -187,10 +197,19 @@ class LinuxSandbox:
             ("no_new_privs", launch.no_new_privs),
         ):
             if not ok:
-                out.append(f"{key}: {launch.errors.get(key, diagnose.reason(key))}")
+                out.append(f"{key}: {self._why(key, launch, policy.network)}")
         if self._cgroup_root is None:
             out.append(f"cgroup limits: {self._cgroup_reason}")
         return out
+
+    @staticmethod
+    def _why(key: str, launch: LaunchReport, network: NetworkMode) -> str:
+        """The launcher's own error for a layer, else why the seccomp filter could not be built, else the
+        machine-level diagnosis."""
+        why = launch.errors.get(key)
+        if why is None and key == "seccomp":
+            why = _seccomp_filter(network)[1]
+        return why or diagnose.reason(key, launch.namespace_error)
 
     def effective(self, policy: SandboxPolicy) -> EffectiveProtection:
         return self.report(self.probe, policy)
@@ -200,7 +219,7 @@ class LinuxSandbox:
         ns_ok = bool(probe.namespaces) and not probe.namespace_error
 
         def status(layer: Layer, ok: bool, good: str, key: str) -> LayerStatus:
-            detail = good if ok else probe.errors.get(key) or diagnose.reason(key, probe.namespace_error)
+            detail = good if ok else self._why(key, probe, NetworkMode.LOOPBACK)
             return LayerStatus(layer=layer, available=ok, detail=detail)
 
         ns_names = ", ".join(["user", *[n for n in probe.namespaces if n != "user"]]) if ns_ok else ""

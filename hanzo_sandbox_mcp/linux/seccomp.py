@@ -198,6 +198,9 @@ def build_filter(network: str) -> bytes:
 
     # clone3 passes its flags in memory BPF cannot read: ENOSYS makes glibc fall back to clone().
     flt.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
+    # fallocate reserves gigabytes in microseconds, faster than any quota poll; "not supported" makes
+    # glibc's posix_fallocate (and most callers) fall back to writing, which the quota can keep up with.
+    flt.add_rule(sc.ERRNO(errno.EOPNOTSUPP), "fallocate")
     for flag in _CLONE_NAMESPACE_FLAGS:
         # New namespaces (a user namespace above all) expose root-only kernel code to the sandbox.
         flt.add_rule(eperm, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
@@ -243,6 +246,7 @@ def describe_filter(network: str) -> tuple[str, ...]:
     lines = [f"{name}: EPERM ({reason})" for name, reason in _DENIED]
     lines += [
         "clone3: ENOSYS (so glibc falls back to clone(), whose flags the filter can read)",
+        "fallocate: EOPNOTSUPP (instant disk reservations would outrun the session's disk quota)",
         "clone with CLONE_NEWUSER/NEWNS/NEWPID/NEWNET/NEWIPC/NEWUTS/NEWCGROUP: EPERM (no new namespaces)",
         "personality other than PER_LINUX, PER_LINUX32 and the query: EPERM (no ASLR switch-off)",
         "ioctl TIOCSTI/TIOCLINUX: EPERM (no typing into the user's terminal)",
