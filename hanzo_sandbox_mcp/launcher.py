@@ -284,6 +284,11 @@ def _run_command(plan: LaunchPlan, status: Reporter, uid: int, gid: int, is_root
         status.send("abort", message=str(exc), strict=exc.strict)
         return EXIT_SETUP_FAILED
     status.send("applied", errors=errors, **applied)
+    return _exec(plan, status)
+
+
+def _exec(plan: LaunchPlan, status: Reporter) -> int:
+    """execve the command (behind its wrapper); returns only on failure, with the shell's exit codes."""
     argv = [*plan.wrapper, *plan.argv]
     try:
         os.execvpe(argv[0], argv, plan.env)
@@ -452,12 +457,7 @@ def _run_unconfined(plan: LaunchPlan, status: Reporter) -> int:
     _make_tmpdir(plan.env.get("TMPDIR"))
     os.set_inheritable(status.fd, False)
     status.send("applied", errors=errors, **applied)
-    argv = [*plan.wrapper, *plan.argv]
-    try:
-        os.execvpe(argv[0], argv, plan.env)
-    except OSError as exc:
-        status.send("exec_failed", message=f"{argv[0]}: {exc.strerror}")
-        return EXIT_NOT_FOUND if isinstance(exc, FileNotFoundError) else EXIT_NOT_EXECUTABLE
+    return _exec(plan, status)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ import ctypes
 import errno
 import os
 
+from .namespaces import CLONE_FLAGS, CLONE_NEWCGROUP
+
 __all__ = [
     "DENIED_SYSCALLS",
     "NETWORK_MODES",
@@ -96,15 +98,7 @@ _UNIFIED_NUMBERS = {"open_tree_attr": 467}
 # Namespace flags in clone()'s flags (argument 0 on x86_64 and aarch64). CLONE_NEWTIME (0x80) is absent on
 # purpose: through clone() that bit is part of the exit signal (CSIGNAL) and the kernel never reads it as a
 # flag; unshare and clone3 (denied) are the only ways to ask for a time namespace.
-_CLONE_NAMESPACE_FLAGS = (
-    0x00020000,  # CLONE_NEWNS
-    0x02000000,  # CLONE_NEWCGROUP
-    0x04000000,  # CLONE_NEWUTS
-    0x08000000,  # CLONE_NEWIPC
-    0x10000000,  # CLONE_NEWUSER
-    0x20000000,  # CLONE_NEWPID
-    0x40000000,  # CLONE_NEWNET
-)
+CLONE_NAMESPACE_FLAGS = (*CLONE_FLAGS.values(), CLONE_NEWCGROUP)
 
 _TIOCSTI = 0x5412  # pushes bytes into a terminal's input: commands typed into the user's shell
 _TIOCLINUX = 0x541C  # virtual console selection/paste: the same injection on a Linux VT
@@ -201,7 +195,7 @@ def build_filter(network: str) -> bytes:
     # fallocate reserves gigabytes in microseconds, faster than any quota poll; "not supported" makes
     # glibc's posix_fallocate (and most callers) fall back to writing, which the quota can keep up with.
     flt.add_rule(sc.ERRNO(errno.EOPNOTSUPP), "fallocate")
-    for flag in _CLONE_NAMESPACE_FLAGS:
+    for flag in CLONE_NAMESPACE_FLAGS:
         # New namespaces (a user namespace above all) expose root-only kernel code to the sandbox.
         flt.add_rule(eperm, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
 
@@ -277,8 +271,7 @@ def install_filter(bpf: bytes) -> None:
         raise SeccompError(
             errno.EINVAL,
             "install",
-            f": a BPF program is 1 to {_BPF_MAXINSNS} instructions of {_SOCK_FILTER_SIZE} bytes, "
-            f"got {len(bpf)} bytes",
+            f": a BPF program is 1 to {_BPF_MAXINSNS} instructions of {_SOCK_FILTER_SIZE} bytes, got {len(bpf)} bytes",
         )
     if _prctl(_PR_GET_NO_NEW_PRIVS) != 1:
         raise SeccompError(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import json
 import os
 import shutil
 import signal
@@ -19,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import _forked as forked
 import pytest
 
 from hanzo_sandbox_mcp.linux import landlock
@@ -32,37 +32,9 @@ _LIBC = ctypes.CDLL(None, use_errno=True)
 _PR_SET_NO_NEW_PRIVS = 38
 
 
-def _set_no_new_privs() -> None:
-    if _LIBC.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
-
-
 def in_child(body: Callable[[], Any], *, no_new_privs: bool = True) -> Any:
-    """Run `body` in a forked child and return its JSON-able result (re-raising its failure as a test failure)."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(read_fd)
-            if no_new_privs:
-                _set_no_new_privs()
-            payload = {"value": body()}
-        except BaseException as exc:
-            payload = {"error": f"{type(exc).__name__}: {exc}"}
-        try:
-            with os.fdopen(write_fd, "w") as pipe:
-                pipe.write(json.dumps(payload))
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as pipe:
-        data = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"child died: status {status:#x}"
-    result = json.loads(data)
-    if "error" in result:
-        pytest.fail(f"child raised {result['error']}")
-    return result["value"]
+    """Run `body` in a forked child (after no_new_privs, which Landlock requires, unless told not to)."""
+    return forked.in_child(body, forked.set_no_new_privs if no_new_privs else None)
 
 
 def err(action: Callable[[], object]) -> int:

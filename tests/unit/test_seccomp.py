@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import json
 import mmap
 import os
 import random
@@ -21,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import _forked as forked
 import pytest
 
 from hanzo_sandbox_mcp.linux import seccomp
@@ -78,40 +78,25 @@ def err(action: Callable[[], object]) -> int:
     return 0
 
 
+def _setup(bpf: bytes | None, no_new_privs: bool) -> Callable[[], None]:
+    def setup() -> None:
+        os.setsid()  # no controlling terminal: vhangup and TIOCSTI probes cannot touch the user's tty
+        if no_new_privs:
+            forked.set_no_new_privs()
+        if bpf is not None:
+            install_filter(bpf)
+
+    return setup
+
+
 def fork_child(body: Callable[[], Any], *, bpf: bytes | None, no_new_privs: bool = True) -> tuple[int, Any]:
     """Run `body` in a forked child, after installing `bpf` when given; (wait status, JSON result)."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(read_fd)
-            os.setsid()  # no controlling terminal: vhangup and TIOCSTI probes cannot touch the user's tty
-            if no_new_privs and _LIBC.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-                raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
-            if bpf is not None:
-                install_filter(bpf)
-            payload = {"value": body()}
-        except BaseException as exc:
-            payload = {"error": f"{type(exc).__name__}: {exc}"}
-        try:
-            with os.fdopen(write_fd, "w") as pipe:
-                pipe.write(json.dumps(payload))
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as pipe:
-        data = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    return status, json.loads(data) if data else None
+    return forked.fork_child(body, _setup(bpf, no_new_privs))
 
 
 def in_child(body: Callable[[], Any], *, bpf: bytes | None, no_new_privs: bool = True) -> Any:
     """`fork_child` for a child that must exit normally; its exception becomes a test failure."""
-    status, result = fork_child(body, bpf=bpf, no_new_privs=no_new_privs)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"child died: status {status:#x}"
-    if "error" in result:
-        pytest.fail(f"child raised {result['error']}")
-    return result["value"]
+    return forked.in_child(body, _setup(bpf, no_new_privs))
 
 
 @pytest.fixture(scope="module")
