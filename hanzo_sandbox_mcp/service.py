@@ -517,7 +517,7 @@ class SandboxService:
         )
         uname = os.uname()
         return Capabilities(
-            platform=f"{uname.sysname} {uname.release} {uname.machine}",
+            platform=f"{sys.platform} {uname.release} {uname.machine}",
             sandbox=self.sandbox.name,
             mode=settings.mode,
             strict=policy.strict,

@@ -294,3 +294,30 @@ def test_doctor_is_ok_on_a_working_macos_with_network_none(monkeypatch: pytest.M
     monkeypatch.setattr(macos_module, "seatbelt_available", lambda: True)
     report = diagnose(detect(), SandboxPolicy(network=NetworkMode.NONE), SandboxMode.AUTO)
     assert report.ok is True
+
+
+@pytest.mark.usefixtures("macos")
+def test_capabilities_describe_the_macos_backend(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The `capabilities` tool (through the library service) on a mocked macOS: the Seatbelt backend, its
+    layers (Linux-only ones not applicable) and a truthful protection report."""
+    import anyio
+
+    from hanzo_sandbox_mcp.config import SessionSettings, Settings
+    from hanzo_sandbox_mcp.service import SandboxService
+
+    monkeypatch.setattr(macos_module, "seatbelt_available", lambda: True)
+    settings = Settings(policy=SandboxPolicy(network=NetworkMode.NONE), sessions=SessionSettings(root=tmp_path))
+
+    async def capabilities() -> object:
+        async with SandboxService(settings, sandbox=detect()) as service:
+            return await service.capabilities()
+
+    caps = anyio.run(capabilities)
+    assert caps.platform.startswith("darwin ")  # type: ignore[attr-defined]
+    assert caps.sandbox == "macos-seatbelt"  # type: ignore[attr-defined]
+    protection = caps.protection  # type: ignore[attr-defined]
+    assert protection.seatbelt and protection.fs_isolated and protection.network_isolated
+    assert protection.landlock_abi is None and protection.namespaces == () and protection.missing == ()
+    layers = {status.layer: status for status in caps.layers}  # type: ignore[attr-defined]
+    assert layers[Layer.SEATBELT].available
+    assert all(not layers[layer].applicable for layer in LINUX_ONLY)
