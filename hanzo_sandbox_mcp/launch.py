@@ -14,8 +14,9 @@ LAUNCHER = Path(__file__).with_name("launcher.py")
 
 
 def launcher_argv(plan_fd: int, status_fd: int) -> list[str]:
-    """The launcher runs with the server's interpreter in isolated mode, without site (fast start)."""
-    return [sys.executable, "-I", "-S", "-B", str(LAUNCHER), str(plan_fd), str(status_fd)]
+    """The launcher runs with the server's interpreter in isolated mode, without site (fast start). Byte
+    code caching stays on: recompiling the layer modules on every call would cost milliseconds."""
+    return [sys.executable, "-I", "-S", str(LAUNCHER), str(plan_fd), str(status_fd)]
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The launcher: confines itself as a `LaunchPlan` says, then execs the command. Standard library only.
 
 The server is multi-threaded (anyio), so it cannot fork and set up layers itself (no `preexec_fn`); it
-spawns this file as `python -I -S -B launcher.py PLAN_FD STATUS_FD` instead. The plan arrives on PLAN_FD
+spawns this file as `python -I -S launcher.py PLAN_FD STATUS_FD` instead. The plan arrives on PLAN_FD
 (never argv, which /proc exposes); what actually fired is reported on STATUS_FD, one Python-literal dict
 per line, so the server's report never claims a protection that did not fire.
 

@@ -16,7 +16,7 @@ from hanzo_sandbox_mcp.launch import LAUNCHER, LaunchReport, launcher_argv
 
 
 def test_launcher_argv_runs_the_packaged_launcher_isolated_and_without_site() -> None:
-    assert launcher_argv(5, 9) == [sys.executable, "-I", "-S", "-B", str(LAUNCHER), "5", "9"]
+    assert launcher_argv(5, 9) == [sys.executable, "-I", "-S", str(LAUNCHER), "5", "9"]
     assert LAUNCHER.name == "launcher.py"
     assert LAUNCHER.parent == Path(launcher.__file__).parent
     assert LAUNCHER.is_file()
