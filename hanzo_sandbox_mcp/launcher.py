@@ -119,6 +119,7 @@ def _failed(plan: LaunchPlan, errors: dict[str, str], layer: str, exc: BaseExcep
 def supervise(plan: LaunchPlan, status: Reporter) -> int:
     os.setsid()
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
+    _oom_first()
     is_root = os.geteuid() == 0
     # As root the user namespace is created by the command after it drops to the sandbox uid.
     wanted = [name for name in plan.namespaces if not (is_root and name == "user")]
@@ -145,6 +146,17 @@ def supervise(plan: LaunchPlan, status: Reporter) -> int:
     _, wait_status = os.waitpid(child, 0)
     _reap_descendants()  # without a pid namespace, orphans were re-parented to us: kill them too
     return os.waitstatus_to_exitcode(wait_status) if os.WIFEXITED(wait_status) else EXIT_SETUP_FAILED
+
+
+def _oom_first() -> None:
+    """Without cgroup limits, RLIMIT_AS is per process: many processes together can still exhaust memory.
+    Make the sandbox the kernel OOM killer's first choice, never the server or the user's programs
+    (raising one's own oom_score_adj needs no privilege, and every child inherits it)."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as handle:
+            handle.write("1000")
+    except OSError:
+        pass
 
 
 def _unshare(plan: LaunchPlan, wanted: list[str], is_root: bool) -> tuple[list[str], str | None]:

@@ -121,6 +121,8 @@ def _drop_covered(entries: list[_Entry]) -> list[_Entry]:
 def _remount_flags(fd: int, writable: bool) -> int:
     vfs = os.statvfs(f"/proc/self/fd/{fd}")
     flags = MS_REMOUNT | MS_BIND | MS_NOSUID | (0 if writable else MS_RDONLY)
+    if writable and not stat.S_ISCHR(os.fstat(fd).st_mode):
+        flags |= MS_NODEV  # the workdir never serves device nodes (/dev/null and friends keep theirs)
     for st_flag, ms_flag in _KEPT_FLAGS:
         if vfs.f_flag & st_flag:
             flags |= ms_flag
