@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio
-import psutil
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp_types import CallToolResult, TextContent
+from support.processes import marker_pids
 
 from hanzo_sandbox_mcp.config import Settings
 from hanzo_sandbox_mcp.server import build_server
@@ -201,18 +201,6 @@ async def connect_to(
 def unique_marker() -> str:
     """A sleep duration no other process uses: `sleep <marker>` is findable in the process table."""
     return f"{900 + secrets.randbelow(99)}.{secrets.randbelow(10**9):09d}"
-
-
-def marker_pids(marker: str) -> list[int]:
-    pids = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            cmdline = proc.info["cmdline"] or []
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        if any(marker in part for part in cmdline) and proc.info["pid"] != os.getpid():
-            pids.append(proc.info["pid"])
-    return pids
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:

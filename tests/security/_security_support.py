@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import shlex
-import signal
 import socket
 import subprocess
 import threading
@@ -20,6 +19,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from support.processes import kill_marker, marker_pids, unique_sleep, wait_marker_gone
 
 __all__ = [
     "IS_ROOT",
@@ -33,6 +34,7 @@ __all__ = [
     "expected_command_uid",
     "host_probe",
     "json_lines",
+    "kill_marker",
     "make_workdir",
     "marker_pids",
     "py",
@@ -175,46 +177,6 @@ def assert_fs_blocked(result: Any, *, secret: str | None = None, reasons: tuple[
 
 
 # --- processes -------------------------------------------------------------------------------------------
-
-
-def unique_sleep(base: int = 300) -> str:
-    """A `sleep` duration that doubles as a unique marker in /proc/<pid>/cmdline (e.g. `300.4711093`)."""
-    return f"{base}.{uuid.uuid4().int % 10**7:07d}"
-
-
-def marker_pids(marker: str) -> list[int]:
-    """Host pids whose command line contains `marker` (excluding this test process)."""
-    found = []
-    me = os.getpid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                cmdline = handle.read()
-        except OSError:
-            continue
-        if marker.encode() in cmdline:
-            # Zombies keep their cmdline empty; a live match is a real leftover.
-            found.append(int(entry))
-    return found
-
-
-def wait_marker_gone(marker: str, timeout: float = 10.0) -> list[int]:
-    """Poll (bounded) until no host process carries `marker`; return the survivors (empty = none left)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        pids = marker_pids(marker)
-        if not pids or time.monotonic() > deadline:
-            return pids
-        time.sleep(0.1)
-
-
-def kill_marker(marker: str) -> None:
-    """Cleanup: SIGKILL whatever still carries `marker` (only processes this test started)."""
-    for pid in marker_pids(marker):
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
 
 
 # --- network ---------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.processes import marker_pids, unique_sleep, wait_marker_gone
 
 from hanzo_sandbox_mcp.launch import launcher_argv
 from hanzo_sandbox_mcp.launch_plan import NAMESPACE_NAMES, LandlockSpec, LaunchPlan
@@ -200,38 +201,11 @@ def launch() -> Iterator[Any]:
         run.close()
 
 
-def _marker() -> str:
-    return f"300.{uuid.uuid4().int % 10**7:07d}"
-
-
-def _marker_pids(marker: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                    if marker.encode() in handle.read():
-                        found.append(int(entry))
-            except OSError:
-                continue
-    return found
-
-
-def _gone(marker: str, timeout_s: float = 10.0) -> bool:
-    """Bounded poll until no process carries `marker`."""
-    deadline = time.monotonic() + timeout_s
-    while _marker_pids(marker):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 @pytest.fixture
 def marker() -> Iterator[str]:
-    value = _marker()
+    value = unique_sleep()
     yield value
-    for pid in _marker_pids(value):
+    for pid in marker_pids(value):
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:
@@ -393,12 +367,12 @@ def test_sigint_to_the_supervisor_reaches_the_command(launch: Any, workdir: Path
     run = launch(make_plan(workdir, ["sh", "-c", script]))
     run.wait_event("applied")
     run.read_stdout_until(b"ready\n")
-    assert _marker_pids(marker), "the sleep is not running"
+    assert marker_pids(marker), "the sleep is not running"
     os.kill(run.proc.pid, signal.SIGINT)
     assert run.finish() == 0
     assert b"got-int" in run.stdout
     assert run.wait_event("exit")["exit_code"] == 3
-    assert _gone(marker), "the background sleep outlived the sandbox"
+    assert not wait_marker_gone(marker), "the background sleep outlived the sandbox"
 
 
 def test_sigterm_to_the_supervisor_kills_the_whole_sandbox(launch: Any, workdir: Path, marker: str) -> None:
@@ -406,11 +380,11 @@ def test_sigterm_to_the_supervisor_kills_the_whole_sandbox(launch: Any, workdir:
     script = f'trap "" TERM INT; sleep {marker} & echo ready; wait'
     run = launch(make_plan(workdir, ["sh", "-c", script]))
     run.read_stdout_until(b"ready\n")
-    assert _marker_pids(marker)
+    assert marker_pids(marker)
     os.kill(run.proc.pid, signal.SIGTERM)
     assert run.finish() == 125
     assert "exit" not in run.names()  # init was killed, not left to report
-    assert _gone(marker), "processes of the sandbox survived SIGTERM to the supervisor"
+    assert not wait_marker_gone(marker), "processes of the sandbox survived SIGTERM to the supervisor"
 
 
 def test_sigkill_of_the_supervisor_kills_the_command(launch: Any, workdir: Path, marker: str) -> None:
@@ -418,9 +392,9 @@ def test_sigkill_of_the_supervisor_kills_the_command(launch: Any, workdir: Path,
     run = launch(make_plan(workdir, ["sh", "-c", script]))
     run.read_stdout_until(b"ready\n")
     deadline = time.monotonic() + DEADLINE_S
-    while not _marker_pids(marker):  # bounded: the exec follows the echo
+    while not marker_pids(marker):  # bounded: the exec follows the echo
         assert time.monotonic() < deadline, "the sleep never started"
         time.sleep(0.02)
     os.kill(run.proc.pid, signal.SIGKILL)
     assert run.proc.wait(timeout=DEADLINE_S) == -signal.SIGKILL
-    assert _gone(marker), "the command survived its supervisor (no PDEATHSIG)"
+    assert not wait_marker_gone(marker), "the command survived its supervisor (no PDEATHSIG)"

@@ -20,6 +20,7 @@ from typing import Any
 
 import anyio
 import pytest
+from support.processes import kill_marker, marker_pids, unique_sleep
 
 from hanzo_sandbox_mcp.config import OutputSettings
 from hanzo_sandbox_mcp.errors import RequestError, SandboxUnavailable
@@ -90,25 +91,6 @@ async def _run(
         return await run_sandboxed(sandbox, policy, argv, timeout_s=timeout_s, **kwargs)
 
 
-def _marker() -> str:
-    """A `sleep` duration that doubles as a unique marker in /proc/<pid>/cmdline."""
-    return f"300.{uuid.uuid4().int % 10**7:07d}"
-
-
-def _marker_pids(marker: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                if marker.encode() in handle.read():
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
-
-
 async def _wait_for(predicate: Any, timeout_s: float = 20.0) -> bool:
     """Poll (bounded) until `predicate()` is true."""
     with anyio.move_on_after(timeout_s):
@@ -116,15 +98,6 @@ async def _wait_for(predicate: Any, timeout_s: float = 20.0) -> bool:
             await anyio.sleep(0.05)
         return True
     return False
-
-
-def _kill_markers(*markers: str) -> None:
-    for marker in markers:
-        for pid in _marker_pids(marker):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
 
 
 # --- a plain run ---------------------------------------------------------------------------------------
@@ -309,12 +282,12 @@ async def test_an_over_long_command_name_reports_why_it_did_not_run(sandbox: Any
 
 
 async def test_timeout_kills_a_tree_whose_grandchild_holds_the_pipe(sandbox: Any, workdir: Path) -> None:
-    daemon, child = _marker(), _marker()
+    daemon, child = unique_sleep(), unique_sleep()
     seen_daemon = False
 
     async def watch() -> None:
         nonlocal seen_daemon
-        seen_daemon = await _wait_for(lambda: bool(_marker_pids(daemon)))
+        seen_daemon = await _wait_for(lambda: bool(marker_pids(daemon)))
 
     # The daemon leaves the session and the process group and keeps stdout open.
     script = f"(setsid sleep {daemon} &); sleep {child}"
@@ -329,15 +302,15 @@ async def test_timeout_kills_a_tree_whose_grandchild_holds_the_pipe(sandbox: Any
         assert result.exit_code is None
         assert result.signal == signal.SIGKILL
         assert elapsed < 3.0 + 30, f"took {elapsed:.1f} s"  # hang guard only
-        assert await _wait_for(lambda: not _marker_pids(daemon) and not _marker_pids(child), 10.0), (
+        assert await _wait_for(lambda: not marker_pids(daemon) and not marker_pids(child), 10.0), (
             "processes of the call survived its timeout"
         )
     finally:
-        _kill_markers(daemon, child)
+        kill_marker(daemon, child)
 
 
 async def test_cancellation_kills_the_tree(sandbox: Any, workdir: Path) -> None:
-    marker = _marker()
+    marker = unique_sleep()
     ready = anyio.Event()
 
     async def on_output(name: str, chunk: bytes) -> None:
@@ -362,13 +335,13 @@ async def test_cancellation_kills_the_tree(sandbox: Any, workdir: Path) -> None:
             async with anyio.create_task_group() as group:
                 group.start_soon(call)
                 await ready.wait()
-                assert await _wait_for(lambda: bool(_marker_pids(marker))), "the sleep never started"
+                assert await _wait_for(lambda: bool(marker_pids(marker))), "the sleep never started"
                 group.cancel_scope.cancel()
         assert len(outcome) == 1
         assert isinstance(outcome[0], anyio.get_cancelled_exc_class())
-        assert await _wait_for(lambda: not _marker_pids(marker), 10.0), "the cancelled call left its sleep"
+        assert await _wait_for(lambda: not marker_pids(marker), 10.0), "the cancelled call left its sleep"
     finally:
-        _kill_markers(marker)
+        kill_marker(marker)
 
 
 # --- strict policies -----------------------------------------------------------------------------------
