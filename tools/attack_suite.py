@@ -27,7 +27,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,6 +35,10 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "tests"))  # the host-side victims are shared with the security tests
+
+from support.network import BannerListener  # noqa: E402
+
 IS_ROOT = os.geteuid() == 0
 NOBODY = 65534
 PY = "/usr/bin/python3"  # an interpreter every uid can execute (never one under a mode-700 /root)
@@ -43,36 +46,6 @@ MiB = 1024 * 1024
 
 
 # --- the victims ---------------------------------------------------------------------------------------
-
-
-class Listener:
-    """A host TCP (or UNIX) listener that counts connections and answers a banner."""
-
-    def __init__(self, family: int, address: Any) -> None:
-        self.banner = f"HOST-BANNER-{uuid.uuid4().hex}".encode()
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.bind(address)
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.accepted = 0
-        self._stop = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.accepted += 1
-            with conn, contextlib.suppress(OSError):
-                conn.sendall(self.banner + b"\n")
-
-    def close(self) -> None:
-        self._stop.set()
-        self.sock.close()
 
 
 @dataclass
@@ -87,11 +60,11 @@ class Context:
     victim: subprocess.Popen[bytes]
     victim_marker: str
     victim_secret: str
-    tcp: Listener
+    tcp: BannerListener
     abstract_name: str
-    abstract: Listener
+    abstract: BannerListener
     unix_path: Path
-    unix: Listener
+    unix: BannerListener
     work_root: Path
     markers: list[str] = field(default_factory=list)
 
@@ -139,11 +112,11 @@ def victims() -> Iterator[Context]:
     victim = subprocess.Popen(
         ["sleep", marker], env={"PATH": "/usr/bin:/bin", "VICTIM_SECRET": victim_secret}, **kwargs
     )
-    tcp = Listener(socket.AF_INET, ("127.0.0.1", 0))
+    tcp = BannerListener(socket.AF_INET, ("127.0.0.1", 0)).start()
     abstract_name = f"hanzo-attack-{uuid.uuid4().hex}"
-    abstract = Listener(socket.AF_UNIX, b"\0" + abstract_name.encode())
+    abstract = BannerListener(socket.AF_UNIX, b"\0" + abstract_name.encode()).start()
     unix_path = sockets / "service.sock"
-    unix = Listener(socket.AF_UNIX, str(unix_path))
+    unix = BannerListener(socket.AF_UNIX, str(unix_path)).start()
     unix_path.chmod(0o666)
     ctx = Context(
         root=root,
@@ -284,7 +257,7 @@ def victim_alive(result: dict[str, Any], ctx: Context) -> Verdict:
 
 
 def tcp_untouched(result: dict[str, Any], ctx: Context) -> Verdict:
-    blocked = ctx.tcp.banner.decode() not in out(result)
+    blocked = ctx.tcp.banner not in out(result)
     return blocked, last_line(result)
 
 
@@ -401,7 +374,7 @@ def attacks() -> list[Attack]:
             "control: full network reaches host",
             "control",
             lambda c: py(CONNECT, f"127.0.0.1:{c.tcp.sock.getsockname()[1]}"),
-            lambda r, c: (c.tcp.banner.decode() not in out(r), last_line(r)),
+            lambda r, c: (c.tcp.banner not in out(r), last_line(r)),
             network="full",
             control=True,
         ),
@@ -513,19 +486,19 @@ def attacks() -> list[Attack]:
             "loopback: host abstract UNIX socket",
             "network",
             lambda c: py(CONNECT, "@" + c.abstract_name),
-            lambda r, c: (c.abstract.banner.decode() not in out(r), last_line(r)),
+            lambda r, c: (c.abstract.banner not in out(r), last_line(r)),
         ),
         A(
             "loopback: host pathname UNIX socket",
             "network",
             lambda c: py(CONNECT, str(c.unix_path)),
-            lambda r, c: (c.unix.banner.decode() not in out(r), last_line(r)),
+            lambda r, c: (c.unix.banner not in out(r), last_line(r)),
         ),
         A(
             "none: host pathname UNIX socket",
             "network",
             lambda c: py(CONNECT, str(c.unix_path)),
-            lambda r, c: (c.unix.banner.decode() not in out(r), last_line(r)),
+            lambda r, c: (c.unix.banner not in out(r), last_line(r)),
             network="none",
         ),
         # kernel attack surface

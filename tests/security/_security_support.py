@@ -13,13 +13,13 @@ import os
 import shlex
 import socket
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from support.network import BannerListener
 from support.processes import kill_marker, marker_pids, unique_sleep, wait_marker_gone
 
 __all__ = [
@@ -182,42 +182,20 @@ def assert_fs_blocked(result: Any, *, secret: str | None = None, reasons: tuple[
 # --- network ---------------------------------------------------------------------------------------------
 
 
-class HostTcpListener:
-    """A TCP listener on the host that records every accepted connection and answers a banner."""
+class HostTcpListener(BannerListener):
+    """A TCP listener on the host (a context manager) that records every accepted connection."""
 
     def __init__(self, host: str = "127.0.0.1", family: int = socket.AF_INET) -> None:
-        self.banner = f"HOST-BANNER-{uuid.uuid4().hex}"
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
+        super().__init__(family, (host, 0))
         self.host = host
         self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.accepted += 1
-            with conn, contextlib.suppress(OSError):
-                conn.sendall(self.banner.encode() + b"\n")
 
     def __enter__(self) -> HostTcpListener:
-        self._thread.start()
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.sock.close()
+        self.close()
 
     def host_can_connect(self) -> bool:
         """Positive control: the listener really answers from the host."""
