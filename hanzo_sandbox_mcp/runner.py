@@ -308,8 +308,8 @@ def _result(
     error = report.abort or report.exec_failed
     if state.timed_out or state.quota_exceeded:
         exit_code, signum = None, signal.SIGKILL
-    elif report.exit is None:
-        exit_code = exit_code if error is None else 125
+    elif report.exit is None and error is not None:
+        exit_code = 125  # the launcher stopped before the command ran (like env's "cannot run" status)
     if state.quota_exceeded:
         error = (
             f"the session's disk quota of {policy.workdir_quota_mb} MiB was exceeded; the call was stopped"

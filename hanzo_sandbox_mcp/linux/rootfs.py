@@ -18,15 +18,23 @@ import os
 import stat
 
 from .libc import check, libc, syscall
-from .mounts import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_REC, _mount, mount_tmpfs
+from .mounts import (
+    MS_BIND,
+    MS_NOATIME,
+    MS_NODEV,
+    MS_NODIRATIME,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_RDONLY,
+    MS_REC,
+    MS_RELATIME,
+    MS_REMOUNT,
+    mount,
+    mount_tmpfs,
+)
 
 __all__ = ["DEVICE_LINKS", "build_root"]
 
-MS_RDONLY = 0x1
-MS_REMOUNT = 0x20
-MS_NOATIME = 0x400
-MS_NODIRATIME = 0x800
-MS_RELATIME = 0x200000
 MNT_DETACH = 0x2
 # statvfs f_flag bits -> mount flags that a remount inside a user namespace must keep (the kernel locks
 # them on mounts inherited from a more privileged namespace, and refuses a remount that drops one).
@@ -149,8 +157,8 @@ def _place(root: str, entry: _Entry) -> None:
             os.mkdir(target, 0o755)
         else:
             os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
-    _mount(f"/proc/self/fd/{entry.fd}", target, None, MS_BIND | MS_REC, None)
-    _mount(None, target, None, _remount_flags(entry.fd, entry.writable), None)
+    mount(f"/proc/self/fd/{entry.fd}", target, None, MS_BIND | MS_REC, None)
+    mount(None, target, None, _remount_flags(entry.fd, entry.writable), None)
 
 
 def _pivot(root: str) -> None:
@@ -185,9 +193,9 @@ def build_root(
             _place(root, entry)
         os.makedirs(root + "/proc", 0o555, exist_ok=True)
         if fresh_proc:
-            _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+            mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
         else:
-            _mount("/proc", root + "/proc", None, MS_BIND | MS_REC, None)
+            mount("/proc", root + "/proc", None, MS_BIND | MS_REC, None)
         for link, target in DEVICE_LINKS.items():
             if not os.path.lexists(root + link):
                 os.symlink(target, root + link)
@@ -197,4 +205,4 @@ def build_root(
                 os.close(entry.fd)
     _pivot(root)
     # The root tmpfs only holds mount points: nothing may be created beside them.
-    _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None)
+    mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None)

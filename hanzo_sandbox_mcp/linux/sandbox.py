@@ -22,6 +22,7 @@ from ..launch_plan import NAMESPACE_NAMES, LandlockSpec, LaunchPlan
 from ..policy import NetworkMode, SandboxPolicy
 from ..protection import EffectiveProtection, Layer, LayerStatus
 from ..sandbox.base import Attachment, NoAttachment, require_workdir
+from ..workdir import command_owner
 from . import cgroups, diagnose
 from .paths import RW_DEVICES, SYSTEM_READ_PATHS, python_paths, reachable_by
 
@@ -38,9 +39,7 @@ def command_ids(policy: SandboxPolicy, workdir: Path | None = None) -> tuple[int
     chowned: the command runs as its owner instead), else the policy's unprivileged uid. As a normal user:
     that user.
     """
-    if os.geteuid() != 0:
-        return os.getuid(), os.getgid()
-    if workdir is not None:
+    if os.geteuid() == 0 and workdir is not None:
         try:
             st = os.stat(workdir)
         except OSError:
@@ -49,7 +48,7 @@ def command_ids(policy: SandboxPolicy, workdir: Path | None = None) -> tuple[int
             if st.st_uid != 0:
                 # Never group root either: a directory chowned to a user often keeps group 0.
                 return st.st_uid, st.st_gid if st.st_gid != 0 else policy.sandbox_gid
-    return policy.sandbox_uid, policy.sandbox_gid
+    return command_owner(policy.sandbox_uid, policy.sandbox_gid)
 
 
 def _reachable_path(path_var: str, uid: int, gid: int) -> str:
