@@ -66,9 +66,7 @@ def reason(layer: str, namespace_error: str | None = None) -> str:
     if layer == "landlock":
         return _landlock()
     if layer == "seccomp":
-        return (
-            "seccomp filter not installed: install libseccomp2 (`apt-get install libseccomp2`) and pyseccomp"
-        )
+        return "seccomp filter not installed: install libseccomp2 (`apt-get install libseccomp2`) and pyseccomp"
     if layer == "uid_drop":
         return "commands would run as uid 0: set policy.sandbox_uid to an unprivileged uid"
     if layer == "no_new_privs":

@@ -91,9 +91,7 @@ _FS_ABI1 = (1 << 13) - 1  # EXECUTE .. MAKE_SYM
 _FS_ADDED = {2: ACCESS_FS_REFER, 3: ACCESS_FS_TRUNCATE, 5: ACCESS_FS_IOCTL_DEV}
 
 # The only rights a rule on a non-directory may carry (the kernel answers EINVAL to anything else).
-_FILE_RIGHTS = (
-    ACCESS_FS_EXECUTE | ACCESS_FS_WRITE_FILE | ACCESS_FS_READ_FILE | ACCESS_FS_TRUNCATE | ACCESS_FS_IOCTL_DEV
-)
+_FILE_RIGHTS = ACCESS_FS_EXECUTE | ACCESS_FS_WRITE_FILE | ACCESS_FS_READ_FILE | ACCESS_FS_TRUNCATE | ACCESS_FS_IOCTL_DEV
 _READ_EXEC = ACCESS_FS_READ_FILE | ACCESS_FS_READ_DIR | ACCESS_FS_EXECUTE
 
 _CREATE_RULESET_VERSION = 1 << 0
@@ -318,8 +316,7 @@ def restrict_self(
         unenforced.append(f"TCP bind/connect are not denied by Landlock (needs ABI 4, have {abi})")
     if scope and not scoped:
         unenforced.append(
-            f"signals and abstract unix sockets are not confined to the sandbox (needs Landlock ABI 6, "
-            f"have {abi})"
+            f"signals and abstract unix sockets are not confined to the sandbox (needs Landlock ABI 6, have {abi})"
         )
 
     attr = _RulesetAttr(handled_access_fs=handled_fs, handled_access_net=handled_net, scoped=scoped)
