@@ -15,7 +15,6 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ __all__ = [
     "assert_blocked_output",
     "assert_fs_blocked",
     "assert_protection",
+    "command_uid_kwargs",
     "expected_command_uid",
     "host_probe",
     "json_lines",
@@ -38,6 +38,7 @@ __all__ = [
     "make_workdir",
     "marker_pids",
     "py",
+    "run_as_command_uid",
     "run_in_sandbox",
     "unique_sleep",
     "wait_marker_gone",
@@ -82,7 +83,7 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 
 
 def host_probe(code: str, *, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-    """Run the same probe code on the host, unsandboxed (the positive control of a syscall probe)."""
+    """Run the same probe code on the host, unsandboxed, as pytest's uid."""
     return subprocess.run(
         [SANDBOX_PYTHON, "-I", "-S", "-c", code],
         capture_output=True,
@@ -92,23 +93,22 @@ def host_probe(code: str, *, timeout: float = 30.0) -> subprocess.CompletedProce
     )
 
 
-def assert_blocked_output(result: Any, *, secret: str | None = None, reasons: tuple[str, ...] = (DENIED,)) -> None:
-    """The secret did not leak and the command failed for one of `reasons` (not a typo or a missing tool)."""
+#: Output that means the attack never got as far as the kernel: a missing tool, a shell or Python typo.
+WRONG_REASONS = ("command not found", ": not found", "Syntax error", "syntax error", "SyntaxError", "NameError")
+
+
+def assert_blocked_output(result: Any, *, secret: str | None = None, reasons: tuple[str, ...] = DENIED) -> None:
+    """The secret did not leak and the command failed for one of `reasons`, not for a wrong one (a typo
+    or a missing tool, which would make any attack look blocked)."""
     combined = result.stdout + result.stderr
     if secret is not None:
         assert secret not in combined, f"secret leaked: stdout={result.stdout!r} stderr={result.stderr!r}"
+    wrong = [w for w in WRONG_REASONS if w in combined]
+    assert not wrong, f"the command failed for the wrong reason ({wrong}): {combined!r}"
     assert any(r in combined for r in reasons), (
         f"expected one of {reasons} in output; exit={result.exit_code} "
         f"stdout={result.stdout!r} stderr={result.stderr!r} error={result.error!r}"
     )
-    for wrong in (
-        "not found",
-        "Syntax error",
-        "syntax error",
-        'Traceback (most recent call last)\n  File "<string>"',
-    ):
-        if wrong in combined and not any(r in combined for r in reasons):
-            raise AssertionError(f"command failed for the wrong reason: {combined!r}")
 
 
 def make_workdir(parent: Path) -> Path:
@@ -208,20 +208,26 @@ class HostTcpListener(BannerListener):
         return self.banner.encode() in data
 
 
-@contextlib.contextmanager
-def host_sleep(marker: str, *, as_uid: int | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """A host `sleep MARKER`, optionally as another uid (root only), killed afterwards."""
-    kwargs: dict[str, Any] = {}
-    if as_uid is not None and IS_ROOT:
-        kwargs["user"] = as_uid
-        kwargs["group"] = as_uid
-        kwargs["extra_groups"] = []
-    proc = subprocess.Popen(["sleep", marker], stdin=subprocess.DEVNULL, **kwargs)
-    try:
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
+def command_uid_kwargs() -> dict[str, Any]:
+    """`subprocess` keywords that start a host process with the sandboxed command's uid (unsandboxed):
+    the positive controls run the same attack as the same uid, outside the sandbox."""
+    if not IS_ROOT:
+        return {}
+    return {"user": NOBODY, "group": NOBODY, "extra_groups": []}
+
+
+def run_as_command_uid(argv: list[str], *, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """Run `argv` on the host, unsandboxed, as the uid a sandboxed command gets."""
+    return subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+        **command_uid_kwargs(),
+    )
 
 
 def assert_protection(result: Any, **expected: Any) -> None:

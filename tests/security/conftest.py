@@ -4,10 +4,14 @@
 `hanzo_sandbox_mcp.runner.run_sandboxed` with `sandbox.detect()` and a policy bound to a fresh workdir;
 `cli_run(argv, ...)` runs `python -m hanzo_sandbox_mcp run --json ...` and parses the ExecResult JSON.
 
+`layered_run(keep, cmd, ...)` runs the same way through `tests/support/layers.PlanEditingSandbox`, with every
+layer not named in `keep` switched off: the single-layer tests and their controls.
+
 Workdirs live under a base directory every uid may traverse (0711), each one owned by the uid the command
 runs as (nobody when pytest is root, else the test user), mode 0700: what a session workdir looks like.
-Places for the "server user's secrets" live outside that base, in /var/tmp (visible in the sandbox's mount
-namespace, so a denial there is Landlock's or DAC's, not merely a hidden path).
+Places for the "server user's secrets" live outside that base, in /var/tmp. The private root has no /var,
+so with every layer on they are hidden (ENOENT) before Landlock is ever asked; the single-layer tests
+switch the private root off to make Landlock (or the uid drop) the only thing that refuses them.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,14 +39,9 @@ from _security_support import (
     make_workdir,
     run_in_sandbox,
 )
+from support.layers import PlanEditingSandbox, keep_only
 
-
-def _runner_or_skip() -> Any:
-    try:
-        from hanzo_sandbox_mcp import runner
-    except ImportError as exc:  # the lead's runner has not landed yet
-        pytest.skip(f"hanzo_sandbox_mcp.runner is not importable yet: {exc}")
-    return runner
+from hanzo_sandbox_mcp.sandbox import detect
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -58,9 +57,6 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="session")
 def sandbox() -> Any:
-    _runner_or_skip()
-    from hanzo_sandbox_mcp.sandbox import detect
-
     return detect()
 
 
@@ -87,7 +83,7 @@ def new_workdir(work_root: Path) -> Callable[[], Path]:
 
 @pytest.fixture(scope="session")
 def outside_root() -> Iterator[Path]:
-    """A directory outside the workdir, visible inside the sandbox, where the server user's data lives."""
+    """A directory outside the workdir (and outside the private root) where the server user's data lives."""
     root = Path(tempfile.mkdtemp(prefix="hanzo-sec-outside-", dir="/var/tmp"))
     root.chmod(0o755)
     yield root
@@ -114,7 +110,8 @@ def private_secret(outside_root: Path) -> Secret:
 
 @pytest.fixture
 def world_readable_secret(outside_root: Path) -> Secret:
-    """A 0644 file in a 0755 directory outside the allowlist: only Landlock (or a mount) can stop a read."""
+    """A 0644 file in a 0755 directory outside the allowlist: DAC allows the read, so only the private root
+    (it hides the path) or Landlock (it refuses it) stops it."""
     d = outside_root / f"public-{uuid.uuid4().hex[:8]}"
     d.mkdir(mode=0o755)
     d.chmod(0o755)
@@ -127,7 +124,7 @@ def world_readable_secret(outside_root: Path) -> Secret:
 
 @pytest.fixture
 def world_writable_dir(outside_root: Path) -> Path:
-    """A 1777 directory outside the workdir: only Landlock (or a mount) can stop a write there."""
+    """A 1777 directory outside the workdir: only the private root or Landlock can stop a write there."""
     d = outside_root / f"shared-{uuid.uuid4().hex[:8]}"
     d.mkdir()
     d.chmod(0o1777)
@@ -144,11 +141,22 @@ def sandbox_run(sandbox: Any, workdir: Path) -> RunFn:
     Keywords: network="loopback", timeout_s=20, workdir=<this test's>, policy_overrides={}, argv, env,
     stdin, cwd.
     """
-    _runner_or_skip()
 
     def run(cmd: str | None = None, **kwargs: Any) -> Any:
         kwargs.setdefault("workdir", workdir)
         return run_in_sandbox(sandbox, cmd, **kwargs)
+
+    return run
+
+
+@pytest.fixture
+def layered_run(sandbox: Any, workdir: Path) -> Callable[..., Any]:
+    """`layered_run(keep, cmd, **sandbox_run_keywords)`: the real sandbox with only the layers in `keep` on
+    (names from `tests/support/layers.LAYERS`)."""
+
+    def run(keep: Iterable[str], cmd: str | None = None, **kwargs: Any) -> Any:
+        kwargs.setdefault("workdir", workdir)
+        return run_in_sandbox(PlanEditingSandbox(sandbox, keep_only(keep)), cmd, **kwargs)
 
     return run
 
@@ -180,8 +188,6 @@ def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 @pytest.fixture
 def cli_run(workdir: Path) -> Callable[..., CliResult]:
     """`python -m hanzo_sandbox_mcp run --json [OPTIONS] -- ARGV`; parses the JSON printed on stdout."""
-    if not (REPO_ROOT / "hanzo_sandbox_mcp" / "cli.py").exists():
-        pytest.skip("hanzo_sandbox_mcp/cli.py has not landed yet")
 
     def run(
         argv: list[str],

@@ -1,8 +1,10 @@
 """Seeing, signalling, reading and tracing host processes from inside the sandbox.
 
-The victim is a host `sleep` with a secret in its environment. When pytest runs as root the victim runs
-as nobody, the very uid of the sandboxed command, so DAC would allow every one of these attacks: only the
-pid namespace (and Landlock's ptrace/signal scoping) stops them. The sleep must survive.
+The victim is a host `sleep` with a secret in its environment and the very uid of the sandboxed command
+(nobody when pytest is root), so DAC allows every one of these attacks: each control runs the same attack
+from an unsandboxed process of that uid against a live victim and it works. Inside, the pid namespace (with
+the private root's fresh /proc), Landlock's scopes and seccomp stop them; each alone:
+test_single_layer_process.py. The sleep must survive.
 """
 
 from __future__ import annotations
@@ -11,14 +13,17 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import pytest
 from _security_support import (
-    IS_ROOT,
-    NOBODY,
+    SANDBOX_PYTHON,
+    command_uid_kwargs,
     json_lines,
     marker_pids,
     py,
+    run_as_command_uid,
     unique_sleep,
 )
 
@@ -33,32 +38,12 @@ print(json.dumps({"ptrace_attach": r, "errno": e, "strerror": os.strerror(e) if 
 """
 
 
-@pytest.fixture
-def victim():
-    """A host sleep (as nobody when we are root) carrying a secret in its environment."""
-    marker = unique_sleep()
-    secret = f"VICTIM-ENV-SECRET-{uuid.uuid4().hex}"
-    kwargs = {}
-    if IS_ROOT:
-        kwargs = {"user": NOBODY, "group": NOBODY, "extra_groups": []}
-    proc = subprocess.Popen(
-        ["sleep", marker],
-        stdin=subprocess.DEVNULL,
-        env={"PATH": "/usr/bin:/bin", "VICTIM_SECRET": secret},
-        **kwargs,
-    )
-    deadline = time.monotonic() + 10
-    while proc.pid not in marker_pids(marker) and time.monotonic() < deadline:
-        time.sleep(0.02)  # until the child has exec'd sleep (its cmdline is empty before that)
-    try:
-        yield proc, marker, secret
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
-def _alive(proc: subprocess.Popen) -> bool:
-    return proc.poll() is None
+MEM_PROBE = r"""
+import sys
+for mode in ('rb', 'r+b'):
+    try: open(f'/proc/{sys.argv[1]}/mem', mode); print('OPEN-OK', mode)
+    except OSError as e: print('ERR', e.errno, e.strerror)
+"""
 
 
 def _pid_ns_fired(result: object) -> None:
@@ -66,17 +51,106 @@ def _pid_ns_fired(result: object) -> None:
     assert "pid" in namespaces, f"no pid namespace: {result.protection}"  # type: ignore[attr-defined]
 
 
-def test_host_sees_its_victim_positive_control(victim):
-    """The test process itself can read the victim's /proc entry and environ (as its owner or root)."""
-    proc, marker, secret = victim
-    with open(f"/proc/{proc.pid}/cmdline", "rb") as handle:
-        assert marker.encode() in handle.read()
-    with open(f"/proc/{proc.pid}/environ", "rb") as handle:
-        assert secret.encode() in handle.read()
+@dataclass(frozen=True)
+class Victim:
+    proc: subprocess.Popen[bytes]
+    marker: str
+    secret: str
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+@pytest.fixture
+def victims() -> Iterator[Callable[[], Victim]]:
+    """Start host `sleep`s with the command's uid (nobody when we are root), a secret in the environment."""
+    started: list[Victim] = []
+
+    def start() -> Victim:
+        marker = unique_sleep()
+        secret = f"VICTIM-ENV-SECRET-{uuid.uuid4().hex}"
+        proc = subprocess.Popen(
+            ["sleep", marker],
+            stdin=subprocess.DEVNULL,
+            env={"PATH": "/usr/bin:/bin", "VICTIM_SECRET": secret},
+            **command_uid_kwargs(),
+        )
+        victim = Victim(proc, marker, secret)
+        started.append(victim)
+        deadline = time.monotonic() + 10
+        while proc.pid not in marker_pids(marker) and time.monotonic() < deadline:
+            time.sleep(0.02)  # until the child has exec'd sleep (its cmdline is empty before that)
+        assert proc.pid in marker_pids(marker), f"the victim {marker} never started"
+        return victim
+
+    yield start
+    for victim in started:
+        victim.proc.kill()
+        victim.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def victim(victims: Callable[[], Victim]) -> Victim:
+    return victims()
+
+
+@dataclass(frozen=True)
+class Attack:
+    """A shell command against host pid {pid} (marker {pattern}), and how to tell that it worked."""
+
+    command: str
+    worked: Callable[[Victim, str, str], bool]
+    needs: str | None = None
+
+
+ATTACKS = {
+    # The pattern is bracketed so this command's own cmdline does not contain the marker.
+    "listing": Attack(
+        "grep -l '{pattern}' /proc/[0-9]*/cmdline 2>/dev/null; true",
+        lambda v, out, err: f"/proc/{v.pid}/cmdline" in out,
+    ),
+    "kill": Attack("kill -9 {pid} && echo KILL-OK; true", lambda v, out, err: "KILL-OK" in out or not v.alive()),
+    "environ": Attack("cat /proc/{pid}/environ; true", lambda v, out, err: v.secret in out),
+    "mem": Attack(py(MEM_PROBE, "{pid}"), lambda v, out, err: "OPEN-OK" in out),
+    "ptrace": Attack(py(PTRACE_PROBE, "{pid}"), lambda v, out, err: '"ptrace_attach": 0' in out),
+    "strace": Attack(
+        "timeout 3 strace -p {pid} -e trace=none; true", lambda v, out, err: "attached" in err, needs="strace"
+    ),
+}
+
+
+def _attack(name: str, victim: Victim) -> str:
+    attack = ATTACKS[name]
+    if attack.needs and not shutil.which(attack.needs):
+        pytest.skip(f"{attack.needs} is not installed")
+    return attack.command.replace("{pid}", str(victim.pid)).replace("{pattern}", victim.marker.replace(".", "[.]"))
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_command_uid_attacks_host_process_outside_the_sandbox_positive_control(victims, name):
+    """The same attack, from an unsandboxed process with the command's uid, against a victim that exists,
+    works: DAC allows it, so every denial below is the sandbox's."""
+    target = victims()
+    outside = run_as_command_uid(["/bin/sh", "-c", _attack(name, target)])
+    assert ATTACKS[name].worked(target, outside.stdout, outside.stderr), f"control {name} failed: {outside}"
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_sandbox_blocks_attack_on_host_process(sandbox_run, victim, name):
+    """Listing, killing, reading environ or mem of, and tracing a host process of the command's own uid."""
+    result = sandbox_run(_attack(name, victim))
+    assert not ATTACKS[name].worked(victim, result.stdout, result.stderr), f"{name} reached the host: {result}"
+    assert victim.alive(), f"the host victim died during the {name} attack: {result}"
+    assert victim.secret not in result.stdout + result.stderr
+    _pid_ns_fired(result)
 
 
 def test_sandbox_sees_and_kills_its_own_processes_positive_control(sandbox_run):
-    """ps and kill work inside: the denials below are not a broken ps or kill."""
+    """ps and kill work inside: the denials are not a broken ps or kill."""
     inner = unique_sleep()
     result = sandbox_run(
         f"sleep {inner} & p=$!; ps -o args= -p $p; kill -9 $p && echo KILLED; wait $p; "
@@ -88,88 +162,31 @@ def test_sandbox_sees_and_kills_its_own_processes_positive_control(sandbox_run):
     assert "STILL-THERE" not in result.stdout
 
 
-def test_sandbox_blocks_listing_host_processes(sandbox_run, victim):
-    proc, marker, _ = victim
-    # The pattern is bracketed so this command's own cmdline does not contain the marker.
-    pattern = marker.replace(".", "[.]")
-    result = sandbox_run(f"ps -eo pid,user,args; grep -l '{pattern}' /proc/[0-9]*/cmdline 2>/dev/null; true")
+def test_sandbox_shows_only_its_own_processes(sandbox_run, victim):
+    """ps lists the sandbox's own handful of processes, not the host's hundreds."""
+    result = sandbox_run("ps -eo pid,user,args; true")
     assert result.exit_code == 0, result
-    assert marker not in result.stdout, f"host process visible inside the sandbox: {result.stdout}"
-    # Only the sandbox's own handful of processes is visible, not the host's hundreds.
+    assert victim.marker not in result.stdout, f"host process visible inside the sandbox: {result.stdout}"
     pids = [line.split()[0] for line in result.stdout.splitlines()[1:] if line.split() and line.split()[0].isdigit()]
-    assert len(pids) < 20, result.stdout
-    assert str(proc.pid) not in pids or proc.pid < 20
+    assert 0 < len(pids) < 20, result.stdout
     _pid_ns_fired(result)
 
 
-def test_sandbox_blocks_killing_host_process_by_pid(sandbox_run, victim):
-    proc, _, _ = victim
-    result = sandbox_run(f"kill -9 {proc.pid}; kill -TERM {proc.pid}; true")
-    assert _alive(proc), "the host sleep was killed from inside the sandbox"
-    if proc.pid > 20:  # a low host pid could collide with a sandbox pid; then "No such process" is moot
-        assert "No such process" in result.stderr, result
+def test_sandbox_blocks_kill_by_pid_with_no_such_process(sandbox_run, victim):
+    """A host pid names nothing in the sandbox's pid namespace (unless it collides with a sandbox pid)."""
+    if victim.pid <= 20:
+        pytest.skip(f"the victim's host pid {victim.pid} may collide with a pid inside the sandbox")
+    result = sandbox_run(f"kill -9 {victim.pid}; kill -TERM {victim.pid}; true")
+    assert victim.alive(), "the host sleep was killed from inside the sandbox"
+    assert "No such process" in result.stderr, result
     _pid_ns_fired(result)
 
 
 def test_sandbox_blocks_kill_minus_one_reaching_host(sandbox_run, victim):
     """kill(-1, SIGKILL) signals every process the uid may signal: with the pid namespace, only the
-    sandbox's own. The victim has the command's uid when we are root."""
-    proc, _, _ = victim
+    sandbox's own. The victim has the command's uid (the kill control above shows the uid may kill it)."""
     result = sandbox_run(py("import os, signal\ntry: os.kill(-1, signal.SIGKILL)\nexcept OSError as e: print(e)"))
-    assert _alive(proc), f"kill(-1) from the sandbox killed a host process: {result}"
-    _pid_ns_fired(result)
-
-
-def test_sandbox_blocks_reading_host_process_environ(sandbox_run, victim):
-    proc, _, secret = victim
-    result = sandbox_run(
-        f"cat /proc/{proc.pid}/environ; cat /proc/{proc.pid}/cmdline; "
-        "cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep VICTIM; true"
-    )
-    assert secret not in result.stdout + result.stderr
-    assert "VICTIM_SECRET" not in result.stdout
-    _pid_ns_fired(result)
-
-
-def test_sandbox_blocks_host_process_mem(sandbox_run, victim):
-    proc, _, _ = victim
-    result = sandbox_run(
-        py(
-            "import sys\n"
-            "for mode in ('rb', 'r+b'):\n"
-            "  try: open(f'/proc/{sys.argv[1]}/mem', mode); print('OPEN-OK', mode)\n"
-            "  except OSError as e: print('ERR', e.errno, e.strerror)",
-            str(proc.pid),
-        )
-    )
-    assert "OPEN-OK" not in result.stdout, result
-    assert "ERR" in result.stdout
-    assert _alive(proc)
-    _pid_ns_fired(result)
-
-
-def test_sandbox_blocks_ptrace_attach_to_host_process(sandbox_run, victim):
-    proc, _, _ = victim
-    result = sandbox_run(py(PTRACE_PROBE, str(proc.pid)))
-    rows = json_lines(result.stdout)
-    assert rows, result
-    assert rows[0]["ptrace_attach"] == -1, f"ptrace attached to a host process: {result}"
-    assert rows[0]["errno"] in (1, 3), rows  # EPERM (seccomp) or ESRCH (pid namespace)
-    assert _alive(proc)
-    _pid_ns_fired(result)
-
-
-def test_sandbox_blocks_strace_of_host_process(sandbox_run, victim):
-    if not shutil.which("strace"):
-        pytest.skip("strace is not installed")
-    proc, _, _ = victim
-    result = sandbox_run(f"timeout 5 strace -p {proc.pid}; true")
-    assert (
-        "attach: ptrace(PTRACE_SEIZE" in result.stderr
-        or "Operation not permitted" in result.stderr
-        or ("No such process" in result.stderr)
-    ), result
-    assert _alive(proc)
+    assert victim.alive(), f"kill(-1) from the sandbox killed a host process: {result}"
     _pid_ns_fired(result)
 
 
@@ -223,10 +240,8 @@ def test_sandbox_blocks_host_sysv_shared_memory(sandbox_run):
         addr = libc.shmat(shmid, None, 0)
         ctypes.memmove(addr, secret, len(secret))
         libc.shmdt(ctypes.c_void_p(addr))
-        host = subprocess.run(
-            ["/usr/bin/python3", "-I", "-S", "-c", SHM_PROBE, str(key)], capture_output=True, text=True
-        )
-        assert secret.decode() in host.stdout, f"positive control: the host probe should attach: {host}"
+        host = run_as_command_uid([SANDBOX_PYTHON, "-I", "-S", "-c", SHM_PROBE, str(key)])
+        assert secret.decode() in host.stdout, f"control: the command's uid attaches outside the sandbox: {host}"
         result = sandbox_run(py(SHM_PROBE, str(key)))
         assert secret.decode() not in result.stdout, f"host shared memory read from the sandbox: {result}"
         assert "ERR 2" in result.stdout, result  # ENOENT: no such key in this IPC namespace
