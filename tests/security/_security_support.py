@@ -8,6 +8,7 @@ which uid 65534 cannot execute, and "Permission denied" from *that* would look l
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shlex
@@ -24,9 +25,13 @@ from support.processes import kill_marker, marker_pids, unique_sleep, wait_marke
 __all__ = [
     "IS_ROOT",
     "NOBODY",
+    "NO_UID_DROP",
     "REPO_ROOT",
     "SANDBOX_PYTHON",
+    "SETUID_ZERO",
+    "ZERO_CAPS",
     "HostTcpListener",
+    "Victim",
     "assert_blocked_output",
     "assert_fs_blocked",
     "assert_protection",
@@ -40,6 +45,8 @@ __all__ = [
     "py",
     "run_as_command_uid",
     "run_in_sandbox",
+    "start_victim",
+    "status_fields",
     "unique_sleep",
     "wait_marker_gone",
 ]
@@ -58,6 +65,24 @@ DENIED = ("Permission denied",)
 READ_ONLY = ("Read-only file system",)
 #: Any filesystem refusal that is a real block (never "not found" for a command, never a syntax error).
 FS_BLOCKED = (*HIDDEN, *DENIED, *READ_ONLY, "Invalid cross-device link", "Operation not permitted")
+
+
+#: Why the uid-drop tests skip for an unprivileged server.
+NO_UID_DROP = "the uid drop exists only for a root server (an unprivileged server's commands keep its uid)"
+
+
+ZERO_CAPS = "0000000000000000"
+SETUID_ZERO = 'import os\ntry: os.setuid(0); print("ROOT", os.getuid())\nexcept OSError as e: print("ERR", e.errno)'
+
+
+def status_fields(text: str) -> dict[str, str]:
+    """`/proc/<pid>/status` as a mapping."""
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
 
 
 def expected_command_uid() -> int:
@@ -228,6 +253,42 @@ def run_as_command_uid(argv: list[str], *, timeout: float = 30.0) -> subprocess.
         env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
         **command_uid_kwargs(),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Victim:
+    """A host `sleep` with the sandboxed command's uid and a secret in its environment."""
+
+    proc: subprocess.Popen[bytes]
+    marker: str
+    secret: str
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+def start_victim() -> Victim:
+    """Start a victim and wait (bounded) until it has exec'd `sleep`; the caller kills it."""
+    marker = unique_sleep()
+    secret = f"VICTIM-ENV-SECRET-{uuid.uuid4().hex}"
+    proc = subprocess.Popen(
+        ["sleep", marker],
+        stdin=subprocess.DEVNULL,
+        env={"PATH": "/usr/bin:/bin", "VICTIM_SECRET": secret},
+        **command_uid_kwargs(),
+    )
+    deadline = time.monotonic() + 10
+    while proc.pid not in marker_pids(marker) and time.monotonic() < deadline:
+        time.sleep(0.02)  # its cmdline is empty until the exec
+    if proc.pid not in marker_pids(marker):
+        proc.kill()
+        proc.wait(timeout=10)
+        raise AssertionError(f"the victim {marker} never started")
+    return Victim(proc, marker, secret)
 
 
 def assert_protection(result: Any, **expected: Any) -> None:

@@ -34,10 +34,16 @@ if str(Path(__file__).resolve().parents[2]) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from _security_support import (
+    IS_ROOT,
+    NOBODY,
     REPO_ROOT,
     SANDBOX_PYTHON,
+    SETUID_ZERO,
+    Victim,
     make_workdir,
+    run_as_command_uid,
     run_in_sandbox,
+    start_victim,
 )
 from support.layers import PlanEditingSandbox, keep_only
 
@@ -159,6 +165,58 @@ def layered_run(sandbox: Any, workdir: Path) -> Callable[..., Any]:
         return run_in_sandbox(PlanEditingSandbox(sandbox, keep_only(keep)), cmd, **kwargs)
 
     return run
+
+
+@pytest.fixture
+def victims() -> Iterator[Callable[[], Victim]]:
+    """`victims()` starts a host `sleep` with the command's uid (nobody when pytest is root) and a secret in
+    its environment; every one is killed at teardown."""
+    started: list[Victim] = []
+
+    def start() -> Victim:
+        started.append(start_victim())
+        return started[-1]
+
+    yield start
+    for victim in started:
+        victim.proc.kill()
+        victim.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def setuid_root_id(workdir: Path) -> Path:
+    """A setuid-root copy of `id` in the workdir; skips unless it really raises euid outside the sandbox."""
+    if not IS_ROOT:
+        pytest.skip("creating a setuid-root binary needs root")
+    suid = workdir / "suid-id"
+    shutil.copy2("/usr/bin/id", suid)
+    os.chown(suid, 0, 0)
+    suid.chmod(0o4755)
+    outside = run_as_command_uid([str(suid)])
+    if "euid=0" not in outside.stdout:
+        pytest.skip(f"setuid bits are not honoured on {workdir}'s filesystem (nosuid?): {outside.stdout}")
+    return suid
+
+
+@pytest.fixture
+def setuid_capable_python(workdir: Path) -> Path:
+    """A python copy with the file capability cap_setuid+ep, owned by nobody, in the workdir; skips unless
+    an unsandboxed nobody really gets uid 0 from it."""
+    if not IS_ROOT:
+        pytest.skip("file capabilities need root to set")
+    setcap = shutil.which("setcap")
+    if setcap is None:
+        pytest.skip("setcap (libcap2-bin) is not installed")
+    target = workdir / "py-cap"
+    shutil.copy2(os.path.realpath(SANDBOX_PYTHON), target)
+    os.chown(target, NOBODY, NOBODY)
+    proc = subprocess.run([setcap, "cap_setuid+ep", str(target)], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot set file capabilities here: {proc.stderr.strip()}")
+    outside = run_as_command_uid([str(target), "-I", "-S", "-c", SETUID_ZERO])
+    if "ROOT 0" not in outside.stdout:
+        pytest.skip(f"file capabilities are not honoured on {workdir}'s filesystem: {outside}")
+    return target
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -20,7 +19,6 @@ from _security_support import (
     IS_ROOT,
     NOBODY,
     HostTcpListener,
-    command_uid_kwargs,
     kill_marker,
     py,
     run_as_command_uid,
@@ -116,27 +114,22 @@ def test_loopback_report_is_honest_without_namespaces(degraded):
             assert res.protection["network_isolated"] is False, res.protection
 
 
-def test_landlock_signal_scope_protects_host_without_pid_namespace(degraded):
+def test_landlock_signal_scope_protects_host_without_pid_namespace(degraded, victims):
     """No pid namespace: host processes of the command's uid are visible. Landlock's signal scope (ABI 6)
     must still stop signals to them (kill -0 checks permission without delivering anything). Control: the
     same kill -0 from an unsandboxed process of the command's uid succeeds."""
     if landlock.abi_version() < 6:
         pytest.skip(f"Landlock ABI {landlock.abi_version()} has no signal scope (needs 6)")
-    marker = unique_sleep()
-    victim = subprocess.Popen(["sleep", marker], stdin=subprocess.DEVNULL, **command_uid_kwargs())
-    try:
-        control = run_as_command_uid(["/bin/sh", "-c", f"kill -0 {victim.pid} && echo SIGNAL-OK"])
-        assert "SIGNAL-OK" in control.stdout, f"control: the command's uid may signal the victim: {control}"
-        res = degraded("no-userns", ["/bin/sh", "-c", f"kill -0 {victim.pid} && echo SIGNAL-OK; true"])
-        assert res.data is not None, res.proc
-        assert "pid" not in res.protection["namespaces"]
-        assert (res.protection["landlock_abi"] or 0) >= 6, res.protection
-        assert victim.poll() is None
-        assert "SIGNAL-OK" not in res.data["stdout"], f"signal reached a host process: {res.data}"
-        assert "not permitted" in res.data["stderr"].lower(), res.data
-    finally:
-        victim.kill()
-        victim.wait()
+    victim = victims()
+    control = run_as_command_uid(["/bin/sh", "-c", f"kill -0 {victim.pid} && echo SIGNAL-OK"])
+    assert "SIGNAL-OK" in control.stdout, f"control: the command's uid may signal the victim: {control}"
+    res = degraded("no-userns", ["/bin/sh", "-c", f"kill -0 {victim.pid} && echo SIGNAL-OK; true"])
+    assert res.data is not None, res.proc
+    assert "pid" not in res.protection["namespaces"]
+    assert (res.protection["landlock_abi"] or 0) >= 6, res.protection
+    assert victim.alive()
+    assert "SIGNAL-OK" not in res.data["stdout"], f"signal reached a host process: {res.data}"
+    assert "not permitted" in res.data["stderr"].lower(), res.data
 
 
 def test_daemon_is_killed_without_pid_namespace(degraded):

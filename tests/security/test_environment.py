@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 from _security_support import assert_protection
+from support.layers import BASE
 
 SECRET_NAMES = (
     "OPENAI_API_KEY",
@@ -97,3 +98,15 @@ def test_cli_blocks_server_secrets(cli_run, server_secrets):
     assert res.protection["env_scrubbed"] is True
     # The JSON report itself does not echo the server's environment either.
     _assert_no_secret(res.proc.stdout, server_secrets)
+
+
+def test_env_scrub_alone_blocks_server_secrets(layered_run, server_secrets):
+    """Only the scrub stands between the server's environment and the command's (no pid namespace hides
+    anything here); the control, with the scrub off too, sees every secret."""
+    result = layered_run(BASE, "env")
+    assert result.exit_code == 0, result
+    _assert_no_secret(result.stdout + result.stderr, server_secrets)
+    assert result.protection.namespaces == (), result.protection
+    control = layered_run(BASE - {"env_scrub"}, "env")
+    for name, value in server_secrets.items():
+        assert f"{name}={value}" in control.stdout, f"control: without the scrub {name} reaches the command"

@@ -10,18 +10,15 @@ test_single_layer_process.py. The sleep must survive.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 from _security_support import (
     SANDBOX_PYTHON,
-    command_uid_kwargs,
+    Victim,
     json_lines,
-    marker_pids,
     py,
     run_as_command_uid,
     unique_sleep,
@@ -49,48 +46,6 @@ for mode in ('rb', 'r+b'):
 def _pid_ns_fired(result: object) -> None:
     namespaces = result.protection.namespaces  # type: ignore[attr-defined]
     assert "pid" in namespaces, f"no pid namespace: {result.protection}"  # type: ignore[attr-defined]
-
-
-@dataclass(frozen=True)
-class Victim:
-    proc: subprocess.Popen[bytes]
-    marker: str
-    secret: str
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-
-@pytest.fixture
-def victims() -> Iterator[Callable[[], Victim]]:
-    """Start host `sleep`s with the command's uid (nobody when we are root), a secret in the environment."""
-    started: list[Victim] = []
-
-    def start() -> Victim:
-        marker = unique_sleep()
-        secret = f"VICTIM-ENV-SECRET-{uuid.uuid4().hex}"
-        proc = subprocess.Popen(
-            ["sleep", marker],
-            stdin=subprocess.DEVNULL,
-            env={"PATH": "/usr/bin:/bin", "VICTIM_SECRET": secret},
-            **command_uid_kwargs(),
-        )
-        victim = Victim(proc, marker, secret)
-        started.append(victim)
-        deadline = time.monotonic() + 10
-        while proc.pid not in marker_pids(marker) and time.monotonic() < deadline:
-            time.sleep(0.02)  # until the child has exec'd sleep (its cmdline is empty before that)
-        assert proc.pid in marker_pids(marker), f"the victim {marker} never started"
-        return victim
-
-    yield start
-    for victim in started:
-        victim.proc.kill()
-        victim.proc.wait(timeout=10)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,25 +17,13 @@ from pathlib import Path
 import pytest
 from _security_support import (
     IS_ROOT,
-    NOBODY,
-    SANDBOX_PYTHON,
+    SETUID_ZERO,
+    ZERO_CAPS,
     assert_protection,
     expected_command_uid,
     run_as_command_uid,
+    status_fields,
 )
-
-ZERO_CAPS = "0000000000000000"
-SETUID_ZERO = 'import os\ntry: os.setuid(0); print("ROOT", os.getuid())\nexcept OSError as e: print("ERR", e.errno)'
-
-
-def status_fields(text: str) -> dict[str, str]:
-    """`/proc/<pid>/status` as a mapping."""
-    out = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            out[key.strip()] = value.strip()
-    return out
 
 
 def test_sandbox_sets_no_new_privs_and_drops_every_capability(sandbox_run):
@@ -77,21 +64,6 @@ def test_sandbox_command_never_runs_as_host_root(sandbox_run, workdir):
     assert_protection(result, uid=owner.st_uid, gid=owner.st_gid)
 
 
-@pytest.fixture
-def setuid_root_id(workdir: Path) -> Path:
-    """A setuid-root copy of `id` in the workdir; skips unless it really raises euid outside the sandbox."""
-    if not IS_ROOT:
-        pytest.skip("creating a setuid-root binary needs root")
-    suid = workdir / "suid-id"
-    shutil.copy2("/usr/bin/id", suid)
-    os.chown(suid, 0, 0)
-    suid.chmod(0o4755)
-    outside = run_as_command_uid([str(suid)])
-    if "euid=0" not in outside.stdout:
-        pytest.skip(f"setuid bits are not honoured on {workdir}'s filesystem (nosuid?): {outside.stdout}")
-    return suid
-
-
 def test_sandbox_blocks_setuid_root_binary_in_workdir(sandbox_run, setuid_root_id):
     """A setuid-root copy of `id` planted where the command can execute it (the fixture's control: run as
     nobody outside the sandbox, it reports euid 0)."""
@@ -100,27 +72,6 @@ def test_sandbox_blocks_setuid_root_binary_in_workdir(sandbox_run, setuid_root_i
     assert "euid=0" not in result.stdout, f"the setuid bit raised privileges inside: {result}"
     assert result.stdout.splitlines()[-1].strip() == str(expected_command_uid()), result
     assert_protection(result, no_new_privs=True)
-
-
-@pytest.fixture
-def setuid_capable_python(workdir: Path) -> Path:
-    """A python copy with the file capability cap_setuid+ep, owned by nobody, in the workdir; skips unless
-    an unsandboxed nobody really gets uid 0 from it."""
-    if not IS_ROOT:
-        pytest.skip("file capabilities need root to set")
-    setcap = shutil.which("setcap")
-    if setcap is None:
-        pytest.skip("setcap (libcap2-bin) is not installed")
-    target = workdir / "py-cap"
-    shutil.copy2(os.path.realpath(SANDBOX_PYTHON), target)
-    os.chown(target, NOBODY, NOBODY)
-    proc = subprocess.run([setcap, "cap_setuid+ep", str(target)], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot set file capabilities here: {proc.stderr.strip()}")
-    outside = run_as_command_uid([str(target), "-I", "-S", "-c", SETUID_ZERO])
-    if "ROOT 0" not in outside.stdout:
-        pytest.skip(f"file capabilities are not honoured on {workdir}'s filesystem: {outside}")
-    return target
 
 
 def test_sandbox_blocks_file_capabilities(sandbox_run, setuid_capable_python):

@@ -14,7 +14,8 @@ Layer names (`LAYERS`):
 - `rlimits`, `no_new_privs`, `seccomp`;
 - `landlock_fs`, `landlock_net`, `landlock_scope`: Landlock's filesystem rules, its TCP rules and its
   signal/abstract-socket scopes. Without `landlock_fs` but with another Landlock layer, the domain grants
-  every filesystem right under `/`, so only the other rules bite.
+  every filesystem right under `/`, so only the other rules bite. `landlock_domain` alone is a domain with
+  no rule that bites: what every Landlock domain enforces (no ptrace of processes outside it).
 
 The launcher sets no_new_privs whenever Landlock or seccomp is requested (both need it); `keep_only` cannot
 separate them, and `no_new_privs` alone means neither of those.
@@ -33,7 +34,7 @@ from hanzo_sandbox_mcp.sandbox import Attachment, Sandbox
 
 __all__ = ["BASE", "LAYERS", "PlanEdit", "PlanEditingSandbox", "keep_only"]
 
-LANDLOCK_LAYERS = ("landlock_fs", "landlock_net", "landlock_scope")
+LANDLOCK_LAYERS = ("landlock_domain", "landlock_fs", "landlock_net", "landlock_scope")
 LAYERS = frozenset({"env_scrub", *NAMESPACE_NAMES, "uid_drop", "rlimits", "no_new_privs", "seccomp", *LANDLOCK_LAYERS})
 #: What every single-layer test and its control keep: the command's uid and environment stay the
 #: production ones, so "the same attack as the same uid" holds between a test and its control.
