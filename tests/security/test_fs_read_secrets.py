@@ -5,7 +5,8 @@ allowed file with the very same tool, so a refusal cannot come from a broken `ca
 the private root (the path does not exist inside: ENOENT) and Landlock (EACCES where a path is visible);
 `assert_fs_blocked` checks that the layer matching the error is reported. Each secret is asserted to exist
 on the host first, so "No such file" is never a typo. The world-readable secret is the sharp case: DAC
-allows the read. Landlock alone (no private root) is exercised in test_degradation.py.
+allows the read. With every layer on, the private root answers first; test_single_layer_fs.py runs the
+private root alone, Landlock alone and the uid drop alone.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def test_sandbox_blocks_reading_server_user_private_key(sandbox_run, private_sec
 
 
 def test_sandbox_blocks_reading_world_readable_file_outside_allowlist(sandbox_run, world_readable_secret):
-    """DAC allows this read (0644 in 0755): only Landlock or the mount namespace can stop it."""
+    """DAC allows this read (0644 in 0755): only the private root or Landlock can stop it."""
     path = str(world_readable_secret.path)
     assert os.access(path, os.R_OK)
     result = sandbox_run(
@@ -136,7 +137,8 @@ def test_sandbox_blocks_reading_secret_via_proc_self_root(sandbox_run, world_rea
 
 
 def test_sandbox_blocks_reading_another_sessions_workdir(sandbox_run, new_workdir):
-    """Another session's workdir (same uid as ours): only Landlock keeps sessions apart from each other."""
+    """Another session's workdir (same uid as ours): DAC allows it; the private root and Landlock each keep
+    sessions apart (each alone: test_single_layer_fs.py)."""
     other = new_workdir()
     secret = "OTHER-SESSION-SECRET-7f3a"
     first = sandbox_run(f"echo {secret} > notes.txt && cat notes.txt", workdir=other)

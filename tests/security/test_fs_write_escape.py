@@ -3,7 +3,8 @@
 Every denial is paired with the same write succeeding in the workdir (or the private /tmp), so the
 refusal is the sandbox's and not a broken command. Outside paths are absent from the private root (ENOENT)
 or read-only binds (EROFS), and Landlock refuses what stays visible (EACCES); `assert_fs_blocked` checks
-the matching layer is reported. chmod/utimes/xattr are the case Landlock cannot cover on its own.
+the matching layer is reported. chmod/utimes/xattr are the case Landlock cannot cover on its own. With
+every layer on, the private root answers first; test_single_layer_fs.py runs each layer alone.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def test_writing_in_workdir_works(sandbox_run):
 
 @pytest.mark.parametrize("op", sorted(WRITE_OPS))
 def test_sandbox_blocks_write_to_world_writable_dir_outside_workdir(sandbox_run, world_writable_dir, op):
-    """DAC allows these writes (1777 dir, 0666 file): only Landlock stops them."""
+    """DAC allows these writes (1777 dir, 0666 file): the private root hides the directory, and Landlock
+    would refuse it (each alone: test_single_layer_fs.py)."""
     existing = world_writable_dir / "existing"
     existing.write_text("original\n")
     existing.chmod(0o666)

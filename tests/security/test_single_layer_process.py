@@ -22,6 +22,10 @@ from hanzo_sandbox_mcp.linux import landlock
 
 #: An unprivileged server needs a user namespace to create any other; alone it stops none of these attacks.
 USER_NS = BASE | {"user"}
+USER_NS_NEEDED = (
+    "an unprivileged server needs a user namespace for any other, and the user namespace alone already refuses "
+    "this (test_user_namespace_alone_blocks_ptrace_environ_and_mem_of_host_process)"
+)
 #: /proc/self/ns/<file> of each namespace name.
 NS_FILES = {"user": "user", "pid": "pid", "mount": "mnt", "net": "net", "ipc": "ipc", "uts": "uts"}
 
@@ -79,11 +83,7 @@ def test_pid_namespace_alone_blocks_killing_host_process(layered_run, victims):
     assert control_victim.proc.wait(timeout=10) == -signal.SIGKILL
 
 
-@pytest.mark.skipif(
-    not IS_ROOT,
-    reason="an unprivileged server needs a user namespace for a pid namespace, and the user namespace alone "
-    "already refuses ptrace of host processes (test below)",
-)
+@pytest.mark.skipif(not IS_ROOT, reason=USER_NS_NEEDED)
 def test_pid_namespace_alone_blocks_ptrace_of_host_process(layered_run, victims):
     victim = victims()
     result = layered_run(BASE | {"pid"}, py(PTRACE_PROBE, str(victim.pid)))
@@ -93,27 +93,33 @@ def test_pid_namespace_alone_blocks_ptrace_of_host_process(layered_run, victims)
     assert _ptrace(control)["ptrace"] == 0, f"control: without the pid namespace ptrace attaches: {control}"
 
 
-def test_user_namespace_alone_blocks_ptrace_of_host_process(layered_run, victims):
-    """A tracer in a child user namespace needs CAP_SYS_PTRACE in the victim's (the host's) namespace."""
+def test_user_namespace_alone_blocks_ptrace_environ_and_mem_of_host_process(layered_run, victims):
+    """A process in a child user namespace needs CAP_SYS_PTRACE in the victim's (the host's) namespace to
+    trace it or read its environ and mem, even with the same uid."""
     victim = victims()
-    result = layered_run(USER_NS, py(PTRACE_PROBE, str(victim.pid)))
+    cmd = py(PTRACE_PROBE, str(victim.pid)) + f"; cat /proc/{victim.pid}/environ; " + py(MEM_PROBE, str(victim.pid))
+    result = layered_run(USER_NS, cmd)
     assert _ptrace(result) == {"ptrace": -1, "errno": 1}, result
+    assert victim.secret not in result.stdout and "MEM-OPEN-OK" not in result.stdout, result
     assert result.protection.namespaces == ("user",), result.protection
-    control = layered_run(BASE, py(PTRACE_PROBE, str(victims().pid)))
+    control = layered_run(BASE, cmd.replace(str(victim.pid), str(victims().pid)))
     assert _ptrace(control)["ptrace"] == 0, f"control: without the user namespace ptrace attaches: {control}"
+    assert "MEM-OPEN-OK" in control.stdout and "VICTIM-ENV-SECRET" in control.stdout, control
 
 
+@pytest.mark.skipif(not IS_ROOT, reason=USER_NS_NEEDED)
 def test_pid_namespace_with_its_fresh_proc_blocks_reading_host_process_environ(layered_run, victims):
     """A pid namespace hides host processes from /proc only with its own /proc, which needs the mount
     namespace (the private root); the control keeps the private root and drops the pid namespace, so
     /proc is the host's."""
     victim = victims()
     cmd = f"cat /proc/{victim.pid}/environ; " + py(MEM_PROBE, str(victim.pid)) + "; true"
-    result = layered_run(USER_NS | {"pid", "mount"}, cmd)
+    result = layered_run(BASE | {"pid", "mount"}, cmd)
     assert victim.secret not in result.stdout, result
     assert "MEM-OPEN-OK" not in result.stdout, result
     assert "No such file or directory" in result.stderr, result
-    control = layered_run(USER_NS | {"mount"}, cmd)
+    assert result.protection.private_root, result.protection
+    control = layered_run(BASE | {"mount"}, cmd)
     assert victim.secret in control.stdout, f"control: the host /proc shows the victim's environ: {control}"
     assert "MEM-OPEN-OK" in control.stdout, control
 
