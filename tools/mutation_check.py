@@ -11,7 +11,7 @@ was caught, 1 when one was not, 2 when an anchor no longer matches the code or t
 
 Anchors are function names found with `ast` and small source snippets that must match exactly once within
 that function: when the code changes under a mutation, the tool says which anchor is gone instead of
-silently testing nothing. Fix the anchor in MUTATIONS below (and run the tool again) whenever a layer's code
+silently testing nothing. Fix the anchor in `mutations()` below (and run the tool again) whenever a layer's code
 moves. Mutations are chosen so that a broken layer never touches the host: the mount namespace is dropped
 together with every mount the init would make, and the rlimits and quota mutations run only tests whose
 resource use is bounded without them.
@@ -45,7 +45,7 @@ PKG = "hanzo_sandbox_mcp"
 
 
 class AnchorError(Exception):
-    """A mutation's anchor no longer matches the code: update MUTATIONS."""
+    """A mutation's anchor no longer matches the code: update `mutations()`."""
 
 
 # --- edits ---------------------------------------------------------------------------------------------
@@ -436,12 +436,12 @@ def diff(mutation: Mutation) -> str:
 
 
 def table(outcomes: Sequence[Outcome]) -> str:
-    rows = [("mutation", "tests failed", "caught")]
+    rows = [("mutation", "tests failed", "caught", "broken on purpose")]
     for o in outcomes:
         caught = "n/a (root only)" if o.caught is None else "yes" if o.caught else "NO"
         ran = o.failed + o.passed
-        rows.append((o.mutation, f"{o.failed}/{ran}" if o.caught is not None else "-", caught))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        rows.append((o.mutation, f"{o.failed}/{ran}" if o.caught is not None else "-", caught, o.what))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
@@ -489,7 +489,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     outcomes = []
     for mutation in chosen:
         outcome = check(mutation, files, args.maxfail)
-        print(f"{outcome.mutation}: caught={outcome.caught} ({outcome.seconds} s)", file=sys.stderr)
+        first = f"; first failure: {outcome.first_failures[0]}" if outcome.first_failures else ""
+        print(f"{outcome.mutation}: caught={outcome.caught} ({outcome.seconds} s){first}", file=sys.stderr)
         outcomes.append(outcome)
     if args.json:
         print(json.dumps({"seed": seed, "root": IS_ROOT, "outcomes": [asdict(o) for o in outcomes]}, indent=2))
