@@ -344,11 +344,25 @@ class Outcome:
     first_failures: list[str] = field(default_factory=list)
 
 
+#: Never copied when the checkout is not a git work tree (the hanzo-test copy that scripts/test makes).
+_NOT_SOURCE = {".git", ".venv", "__pycache__", "node_modules", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
+
+
 def checkout_files() -> list[str]:
-    out = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True
-    ).stdout.decode()
-    return [name for name in out.split("\0") if name and (REPO / name).is_file()]
+    """The checkout's files, relative to it: git's tracked and untracked-but-not-ignored files, or (outside a
+    git work tree) every file but virtualenvs, caches and byte code."""
+    try:
+        out = subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True
+        ).stdout.decode()
+        return [name for name in out.split("\0") if name and (REPO / name).is_file()]
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    files = []
+    for parent, dirs, names in os.walk(REPO):
+        dirs[:] = [d for d in dirs if d not in _NOT_SOURCE and not d.endswith(".egg-info")]
+        files += [os.path.relpath(os.path.join(parent, n), REPO) for n in names if not n.endswith(".pyc")]
+    return files
 
 
 def make_copy(files: Sequence[str], edits: Sequence[Edit]) -> Path:
