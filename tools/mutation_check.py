@@ -93,26 +93,20 @@ class ReplaceBody(Edit):
 
     function: str
     code: str
+    keep_body = False
 
     def apply(self, source: str) -> str:
         first, last, indent = _body_span(_function(ast.parse(source), self.function, self.path))
         lines = source.splitlines(keepends=True)
         new = textwrap.indent(textwrap.dedent(self.code).strip("\n") + "\n", " " * indent)
-        return "".join([*lines[: first - 1], new, *lines[last:]])
+        return "".join([*lines[: first - 1], new, *lines[first - 1 if self.keep_body else last :]])
 
 
 @dataclass(frozen=True)
-class Prepend(Edit):
+class Prepend(ReplaceBody):
     """Insert `code` at the start of `function`'s body (after its docstring)."""
 
-    function: str
-    code: str
-
-    def apply(self, source: str) -> str:
-        first, _, indent = _body_span(_function(ast.parse(source), self.function, self.path))
-        lines = source.splitlines(keepends=True)
-        new = textwrap.indent(textwrap.dedent(self.code).strip("\n") + "\n", " " * indent)
-        return "".join([*lines[: first - 1], new, *lines[first - 1 :]])
+    keep_body = True
 
 
 @dataclass(frozen=True)

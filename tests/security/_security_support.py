@@ -31,6 +31,7 @@ __all__ = [
     "SETUID_ZERO",
     "ZERO_CAPS",
     "HostTcpListener",
+    "Secret",
     "Victim",
     "assert_blocked_output",
     "assert_fs_blocked",
@@ -41,6 +42,7 @@ __all__ = [
     "json_lines",
     "kill_marker",
     "make_workdir",
+    "make_world_readable_secret",
     "marker_pids",
     "py",
     "run_as_command_uid",
@@ -83,6 +85,24 @@ def status_fields(text: str) -> dict[str, str]:
         if sep:
             out[key.strip()] = value.strip()
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Secret:
+    path: Path
+    content: str
+
+
+def make_world_readable_secret(parent: Path) -> Secret:
+    """A 0644 `credentials` file in a fresh 0755 directory under `parent`, holding a unique secret."""
+    d = parent / f"public-{uuid.uuid4().hex[:8]}"
+    d.mkdir(mode=0o755)
+    d.chmod(0o755)
+    content = f"WORLD-READABLE-SECRET-{uuid.uuid4().hex}"
+    path = d / "credentials"
+    path.write_text(content + "\n")
+    path.chmod(0o644)
+    return Secret(path, content)
 
 
 def expected_command_uid() -> int:

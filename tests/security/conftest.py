@@ -39,8 +39,10 @@ from _security_support import (
     REPO_ROOT,
     SANDBOX_PYTHON,
     SETUID_ZERO,
+    Secret,
     Victim,
     make_workdir,
+    make_world_readable_secret,
     run_as_command_uid,
     run_in_sandbox,
     start_victim,
@@ -96,12 +98,6 @@ def outside_root() -> Iterator[Path]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-@dataclass(frozen=True)
-class Secret:
-    path: Path
-    content: str
-
-
 @pytest.fixture
 def private_secret(outside_root: Path) -> Secret:
     """The server user's secret: 0600 file in a 0700 directory owned by the server uid (like ~/.ssh)."""
@@ -118,14 +114,7 @@ def private_secret(outside_root: Path) -> Secret:
 def world_readable_secret(outside_root: Path) -> Secret:
     """A 0644 file in a 0755 directory outside the allowlist: DAC allows the read, so only the private root
     (it hides the path) or Landlock (it refuses it) stops it."""
-    d = outside_root / f"public-{uuid.uuid4().hex[:8]}"
-    d.mkdir(mode=0o755)
-    d.chmod(0o755)
-    content = f"WORLD-READABLE-SECRET-{uuid.uuid4().hex}"
-    path = d / "credentials"
-    path.write_text(content + "\n")
-    path.chmod(0o644)
-    return Secret(path, content)
+    return make_world_readable_secret(outside_root)
 
 
 @pytest.fixture

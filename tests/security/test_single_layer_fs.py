@@ -28,6 +28,7 @@ from _security_support import (
     assert_blocked_output,
     expected_command_uid,
     make_workdir,
+    make_world_readable_secret,
 )
 from support.layers import BASE
 
@@ -72,15 +73,8 @@ def _own(path: Path) -> None:
 @pytest.fixture
 def make_targets(outside_root: Path, work_root: Path, workdir: Path) -> Callable[[], Targets]:
     def make() -> Targets:
-        tag = uuid.uuid4().hex[:8]
-        secret_dir = outside_root / f"public-{tag}"
-        secret_dir.mkdir(mode=0o755)
-        secret_dir.chmod(0o755)
-        secret_text = f"WORLD-READABLE-SECRET-{uuid.uuid4().hex}"
-        secret = secret_dir / "credentials"
-        secret.write_text(secret_text + "\n")
-        secret.chmod(0o644)
-        shared = outside_root / f"shared-{tag}"
+        secret = make_world_readable_secret(outside_root)
+        shared = outside_root / f"shared-{uuid.uuid4().hex[:8]}"
         shared.mkdir()
         shared.chmod(0o1777)
         existing = shared / "existing"
@@ -92,7 +86,7 @@ def make_targets(outside_root: Path, work_root: Path, workdir: Path) -> Callable
         other_text = f"OTHER-SESSION-SECRET-{uuid.uuid4().hex}"
         (other / "notes.txt").write_text(other_text + "\n")
         _own(other / "notes.txt")
-        return Targets(workdir, secret, secret_text, shared, other, other_text)
+        return Targets(workdir, secret.path, secret.content, shared, other, other_text)
 
     return make
 
