@@ -208,15 +208,6 @@ def test_settings_are_frozen() -> None:
 # --- through the command line: exit 2 and a message, never a traceback ------------------------------------
 
 
-def _cli_available() -> bool:
-    try:
-        import hanzo_sandbox_mcp.cli  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _cli_available(), reason="hanzo_sandbox_mcp.cli has not landed yet")
 @pytest.mark.parametrize(
     ("text", "env", "expected"),
     [

@@ -124,18 +124,6 @@ def test_child_process_of_the_null_sandbox_plan_lacks_the_secrets(
     assert seen["HOME"] == str(workdir)
 
 
-def _runner_available() -> bool:
-    try:
-        import hanzo_sandbox_mcp.runner  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_runner = pytest.mark.skipif(not _runner_available(), reason="hanzo_sandbox_mcp.runner has not landed yet")
-
-
-@needs_runner
 def test_runner_child_env_lacks_the_secrets(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import anyio
 
@@ -159,7 +147,6 @@ def test_runner_child_env_lacks_the_secrets(workdir: Path, monkeypatch: pytest.M
     assert result.protection.env_scrubbed is True
 
 
-@needs_runner
 @pytest.mark.parametrize("mode", ["off", "auto"])
 def test_cli_run_child_env_lacks_the_secrets(tmp_path: Path, mode: str) -> None:
     """End to end through `hanzo-sandbox-mcp run --json`, with the null sandbox and with the OS sandbox."""
