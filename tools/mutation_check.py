@@ -111,22 +111,26 @@ class Prepend(ReplaceBody):
 
 @dataclass(frozen=True)
 class Replace(Edit):
-    """Replace the snippet `old`, which must occur exactly once inside `function`, with `new`."""
+    """Replace the snippet `old`, which must occur exactly once inside `function` (None: in the whole file),
+    with `new`."""
 
-    function: str
+    function: str | None
     old: str
     new: str
 
     def apply(self, source: str) -> str:
-        func = _function(ast.parse(source), self.function, self.path)
-        lines = source.splitlines(keepends=True)
-        start = sum(len(line) for line in lines[: func.lineno - 1])
-        assert func.end_lineno is not None
-        end = sum(len(line) for line in lines[: func.end_lineno])
+        start, end = 0, len(source)
+        if self.function is not None:
+            func = _function(ast.parse(source), self.function, self.path)
+            lines = source.splitlines(keepends=True)
+            assert func.end_lineno is not None
+            start = sum(len(line) for line in lines[: func.lineno - 1])
+            end = sum(len(line) for line in lines[: func.end_lineno])
         segment = source[start:end]
         count = segment.count(self.old)
         if count != 1:
-            raise AnchorError(f"{self.path}: {self.old!r} occurs {count} times in {self.function}, expected once")
+            where = self.function or "the file"
+            raise AnchorError(f"{self.path}: {self.old!r} occurs {count} times in {where}, expected once")
         return source[:start] + segment.replace(self.old, self.new) + source[end:]
 
 
@@ -214,8 +218,8 @@ def mutations(seed: int) -> list[Mutation]:
             "uid_drop",
             "a root server's command keeps uid 0 (the report still names the sandbox uid)",
             (
-                Replace(LAUNCHER, "_apply_layers", "os.setresgid(gid, gid, gid)", "pass"),
-                Replace(LAUNCHER, "_apply_layers", "os.setresuid(uid, uid, uid)", "pass"),
+                Replace(LAUNCHER, None, "os.setresgid(gid, gid, gid)", "pass"),
+                Replace(LAUNCHER, None, "os.setresuid(uid, uid, uid)", "pass"),
             ),
             (
                 f"{SEC}test_privileges.py",
@@ -234,7 +238,7 @@ def mutations(seed: int) -> list[Mutation]:
         Mutation(
             "no_new_privs",
             "PR_SET_NO_NEW_PRIVS is never set (still reported)",
-            (Replace(LAUNCHER, "_apply_layers", "libc.prctl(PR_SET_NO_NEW_PRIVS, 1)", "pass"),),
+            (Replace(LAUNCHER, None, "libc.prctl(PR_SET_NO_NEW_PRIVS, 1)", "pass"),),
             (f"{SEC}test_privileges.py", f"{SEC}test_single_layer_privilege.py"),
         ),
         Mutation(
