@@ -1,22 +1,24 @@
 """Break each sandbox layer on purpose, in a copy of the checkout, and check that the tests notice.
 
-    .venv/bin/python tools/mutation_check.py [--only NAME]... [--json] [--seed N] [--maxfail N] [--list]
+    .venv/bin/python tools/mutation_check.py [--only NAME]... [--json] [--seed N] [--maxfail N] [--list] [--diff]
 
-Each mutation switches one layer off while its report stays as it was (the launcher still says the layer
-fired), copies the checkout (tracked and untracked, not ignored, files) to a temporary directory, applies
-the edits there and runs that mutation's tests from the copy with this checkout's `.venv` python. A
-mutation is caught when at least one test fails. The unmutated copy runs every listed test first (the
-baseline), so that a failure means the mutation and not a broken suite. Exit status: 0 when every mutation
-was caught, 1 when one was not, 2 when an anchor no longer matches the code or the baseline fails.
+Each mutation switches one layer off where it is applied, while the code around it believes it succeeded
+(a report that echoed the plan would still claim the layer). The tool copies the checkout (tracked and
+untracked, not ignored, files) to a temporary directory, applies the edits there and runs that mutation's
+tests from the copy with this checkout's `.venv` python. A mutation is caught when at least one test
+fails. The unmutated copy runs every listed test first (the baseline), so that a failure means the
+mutation and not a broken suite. Exit status: 0 when every mutation was caught, 1 when one was not, 2 when
+an anchor no longer matches the code or the baseline fails.
 
 Anchors are function names found with `ast` and small source snippets that must match exactly once within
-that function: when the code changes under a mutation, the tool says which anchor is gone instead of
-silently testing nothing. Fix the anchor in `mutations()` below (and run the tool again) whenever a layer's code
-moves. Mutations are chosen so that a broken layer never touches the host: the mount namespace is dropped
-together with every mount the init would make, and the rlimits and quota mutations run only tests whose
-resource use is bounded without them.
+that function (or file): when the code changes under a mutation, the tool says which anchor is gone
+instead of silently testing nothing, and tests/unit/test_mutation_check.py fails in the ordinary suite.
+Fix the anchor in `mutations()` below whenever a layer's code moves. Mutations are chosen so that a broken
+layer never touches the host: the mount namespace is dropped together with every mount (and pivot_root)
+the init would make, and the rlimits and quota mutations run only tests whose resource use is bounded
+without them.
 
-Run it before any change to the launcher or a layer; it is not part of `.ci/run` (several minutes).
+Run it before any change to the launcher or a layer; it is not part of `.ci/run` (about two minutes).
 """
 
 from __future__ import annotations
@@ -184,7 +186,7 @@ def _namespace_mutation(name: str) -> Mutation:
         edits += NO_MOUNTS
     if name == "net":
         edits += (ReplaceBody(f"{PKG}/linux/loopback.py", "bring_up_loopback", "return None"),)
-    what = f"unshare() drops the {name} namespace's flag (still reported)"
+    what = f"unshare() drops the {name} namespace's flag"
     return Mutation(f"{name}_namespace", what, edits, NAMESPACE_TESTS[name])
 
 
@@ -210,13 +212,13 @@ def mutations(seed: int) -> list[Mutation]:
         *(_namespace_mutation(name) for name in ("user", "pid", "mount", "net", "ipc", "uts")),
         Mutation(
             "private_root",
-            "build_root() returns without building (the launcher still reports rootfs)",
+            "build_root() returns without building",
             (ReplaceBody(f"{PKG}/linux/rootfs.py", "build_root", "return None"),),
             (f"{SEC}test_single_layer_fs.py", f"{SEC}test_fs_read_secrets.py"),
         ),
         Mutation(
             "uid_drop",
-            "a root server's command keeps uid 0 (the report still names the sandbox uid)",
+            "a root server's command keeps uid 0",
             (
                 Replace(LAUNCHER, None, "os.setresgid(gid, gid, gid)", "pass"),
                 Replace(LAUNCHER, None, "os.setresuid(uid, uid, uid)", "pass"),
@@ -237,7 +239,7 @@ def mutations(seed: int) -> list[Mutation]:
         ),
         Mutation(
             "no_new_privs",
-            "PR_SET_NO_NEW_PRIVS is never set (still reported)",
+            "PR_SET_NO_NEW_PRIVS is never set",
             (Replace(LAUNCHER, None, "libc.prctl(PR_SET_NO_NEW_PRIVS, 1)", "pass"),),
             (f"{SEC}test_privileges.py", f"{SEC}test_single_layer_privilege.py"),
         ),
@@ -265,7 +267,7 @@ def mutations(seed: int) -> list[Mutation]:
         ),
         Mutation(
             "seccomp_filter",
-            "install_filter() installs nothing (still reported)",
+            "install_filter() installs nothing",
             (ReplaceBody(SECCOMP, "install_filter", "return None"),),
             (
                 f"{SEC}test_privileges.py",
