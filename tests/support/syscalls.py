@@ -29,6 +29,7 @@ __all__ = [
     "EXPECTED_DENIED",
     "NOT_IMPLEMENTED",
     "syscall_number",
+    "try_arguments",
 ]
 
 DOCKER_DENIES = (
@@ -71,6 +72,16 @@ NOT_IMPLEMENTED = (
 #: (ENOSYS in both), personality (only PER_LINUX, PER_LINUX32 and the query), socket (AF_VSOCK; Docker also
 #: AF_ALG), socketpair (AF_VSOCK).
 ARGUMENT_RULES = ("clone", "clone3", "personality", "socket", "socketpair")
+
+# Where -1 everywhere meets a capability check before the arguments, arguments that work without one.
+_TRY_ARGUMENTS = {"fanotify_init": (0x200, 0)}  # FAN_CLASS_NOTIF | FAN_REPORT_FID: unprivileged since Linux 5.13
+
+
+def try_arguments(name: str) -> tuple[int, ...]:
+    """Arguments for probing `name` (bubblewrap's try-syscall): -1 for every fd, pointer and flag, which an
+    allowed call rejects with EBADF, EFAULT or EINVAL, unless the call checks a capability first."""
+    return _TRY_ARGUMENTS.get(name, (-1,) * 6)
+
 
 # The kernel's unified table (424 and up, the same on x86_64 and aarch64), for syscalls newer than the installed
 # header and libseccomp.

@@ -23,7 +23,14 @@ from typing import Any
 
 import _forked as forked
 import pytest
-from support.syscalls import ALLOWED_ON_PURPOSE, ARGUMENT_RULES, EXPECTED_DENIED, NOT_IMPLEMENTED, syscall_number
+from support.syscalls import (
+    ALLOWED_ON_PURPOSE,
+    ARGUMENT_RULES,
+    EXPECTED_DENIED,
+    NOT_IMPLEMENTED,
+    syscall_number,
+    try_arguments,
+)
 
 from hanzo_sandbox_mcp.linux import seccomp
 from hanzo_sandbox_mcp.linux.seccomp import SeccompError, build_filter, install_filter
@@ -120,9 +127,9 @@ PROBED = tuple(sorted({*EXPECTED_DENIED, *seccomp.DENIED_SYSCALLS} - set(ARGUMEN
 
 
 def _probe(names: tuple[str, ...]) -> dict[str, int]:
-    """Each syscall with -1 for every argument (bubblewrap's try-syscall): bad fds, pointers and flags make an
-    allowed call fail with EBADF, EFAULT or EINVAL; only a filter (or a missing capability) answers EPERM."""
-    return {name: raw(nr(name), *[-1] * 6) for name in names if nr(name) >= 0}
+    """Each syscall with `try_arguments`: an allowed call fails with EBADF, EFAULT or EINVAL (or succeeds);
+    only a filter, or a missing capability, answers EPERM."""
+    return {name: raw(nr(name), *try_arguments(name)) for name in names if nr(name) >= 0}
 
 
 def _as_namespace_root(names: tuple[str, ...]) -> dict[str, int]:
