@@ -277,9 +277,20 @@ def mutations(seed: int) -> list[Mutation]:
         ),
         Mutation(
             "seccomp_sockets",
-            "network 'none' no longer limits socket families",
-            (Replace(SECCOMP, "build_filter", 'if network == "none":', "if False:"),),
-            (f"{SEC}test_single_layer_network.py", f"{SEC}test_network_none.py", "tests/unit/test_seccomp.py"),
+            "socket() and socketpair() may create every family (the allowlist and raw-socket rules dropped)",
+            (ReplaceBody(SECCOMP, "_add_socket_rules", "return None"),),
+            (
+                f"{SEC}test_single_layer_network.py",
+                f"{SEC}test_socket_families.py",
+                f"{SEC}test_network_none.py",
+                "tests/unit/test_seccomp.py",
+            ),
+        ),
+        Mutation(
+            "seccomp_setuid_modes",
+            "chmod, mknod and creating opens may set S_ISUID and S_ISGID",
+            (ReplaceBody(SECCOMP, "_add_mode_rules", "return None"),),
+            (f"{SEC}test_setuid_files.py", "tests/unit/test_seccomp.py"),
         ),
         Mutation(
             "seccomp_deny_entry",

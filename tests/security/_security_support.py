@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from support.controls import run_as_command_uid
 from support.network import BannerListener
 from support.processes import kill_marker, marker_pids, unique_sleep, wait_marker_gone
 
@@ -259,20 +260,6 @@ def command_uid_kwargs() -> dict[str, Any]:
     if not IS_ROOT:
         return {}
     return {"user": NOBODY, "group": NOBODY, "extra_groups": []}
-
-
-def run_as_command_uid(argv: list[str], *, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-    """Run `argv` on the host, unsandboxed, as the uid a sandboxed command gets."""
-    return subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        stdin=subprocess.DEVNULL,
-        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-        **command_uid_kwargs(),
-    )
 
 
 @dataclasses.dataclass(frozen=True)
