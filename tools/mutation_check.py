@@ -200,8 +200,12 @@ def denied_syscalls(source: str) -> list[str]:
     raise AnchorError(f"{SECCOMP}: no _DENIED table of (name, reason) pairs")
 
 
-def mutations(seed: int) -> list[Mutation]:
-    dropped = random.Random(seed).choice(denied_syscalls((REPO / SECCOMP).read_text()))
+def mutations(seed: int, deny_entry: str | None = None) -> list[Mutation]:
+    """Every mutation; the deny-list entry dropped is `deny_entry`, else one chosen with `seed`."""
+    names = denied_syscalls((REPO / SECCOMP).read_text())
+    if deny_entry is not None and deny_entry not in names:
+        raise AnchorError(f"{deny_entry} is not in seccomp.py's deny-list ({', '.join(names)})")
+    dropped = deny_entry or random.Random(seed).choice(names)
     return [
         Mutation(
             "env_scrub",
@@ -294,7 +298,7 @@ def mutations(seed: int) -> list[Mutation]:
         ),
         Mutation(
             "seccomp_deny_entry",
-            f"the deny-list entry {dropped} (chosen with seed {seed}) is dropped from the filter",
+            f"the deny-list entry {dropped} ({'given' if deny_entry else f'chosen with seed {seed}'}) is dropped",
             (
                 Replace(
                     SECCOMP,
@@ -475,6 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", action="append", default=[], metavar="NAME", help="run this mutation (repeatable)")
     parser.add_argument("--json", action="store_true", help="print the outcomes as JSON")
     parser.add_argument("--seed", type=int, default=None, help="seed for the deny-list entry to drop")
+    parser.add_argument("--deny-entry", metavar="SYSCALL", help="drop this deny-list entry instead of a random one")
     parser.add_argument("--maxfail", type=int, default=2, help="stop a mutation's tests after N failures")
     parser.add_argument("--list", action="store_true", help="list the mutations and their tests")
     parser.add_argument("--diff", action="store_true", help="print each chosen mutation's edits as a diff")
@@ -483,7 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else random.randrange(1 << 32)
     print(f"seed {seed}", file=sys.stderr)
     try:
-        every = mutations(seed)
+        every = mutations(seed, args.deny_entry)
         files = checkout_files()
         for mutation in every:  # every anchor is checked, even for mutations not run this time
             for edit in mutation.edits:
