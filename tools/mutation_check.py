@@ -307,7 +307,7 @@ def mutations(seed: int, deny_entry: str | None = None) -> list[Mutation]:
                     f"for name in [n for n in DENIED_SYSCALLS if n != {dropped!r}]:",
                 ),
             ),
-            (f"{SEC}test_kernel_attack_surface.py", "tests/unit/test_seccomp.py"),
+            (f"{SEC}test_kernel_attack_surface.py", f"{SEC}test_single_layer_seccomp.py", "tests/unit/test_seccomp.py"),
         ),
         Mutation(
             "output_caps",
