@@ -50,6 +50,7 @@ _log = logging.getLogger("hanzo_sandbox_mcp.http")
 
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 _GRACEFUL_SHUTDOWN_S = 5
+_ACCEPT_BATCH = 64
 
 #: uvicorn's default logging, with the access log moved from stdout to stderr.
 _LOG_CONFIG: dict[str, Any] = {
@@ -244,6 +245,9 @@ class HttpServer:
             host=http.host,
             port=http.port,
             http=guarded_protocol(ConnectionTable(self.limits, tokens)),
+            # asyncio accepts up to `backlog` connections per loop turn before any is admitted or refused:
+            # a small batch keeps a flood from taking the fds beyond the connection cap (EMFILE otherwise).
+            backlog=_ACCEPT_BATCH,
             log_config=_LOG_CONFIG,
             log_level=settings.log_level.lower(),
             lifespan="on",
