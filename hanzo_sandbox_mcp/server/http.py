@@ -248,6 +248,7 @@ class HttpServer:
             # asyncio accepts up to `backlog` connections per loop turn before any is admitted or refused:
             # a small batch keeps a flood from taking the fds beyond the connection cap (EMFILE otherwise).
             backlog=_ACCEPT_BATCH,
+            ws="none",  # no WebSocket upgrade: it would hand the connection to a protocol without the guard
             log_config=_LOG_CONFIG,
             log_level=settings.log_level.lower(),
             lifespan="on",

@@ -31,6 +31,8 @@ _ENVELOPE_BYTES = 1024 * 1024
 MAX_REQUEST_BODY_BYTES = _JSON_ESCAPE_FACTOR * (MAX_CODE_BYTES + MAX_STDIN_BYTES) + _ENVELOPE_BYTES
 #: How much of a body's start is searched for its id.
 _ID_PREFIX_BYTES = 4096
+#: How much of a refused body is read and dropped before the answer (beyond that, the connection is cut).
+_DRAIN_BYTES = 2 * MAX_REQUEST_BODY_BYTES
 
 
 def recover_request_id(prefix: bytes) -> RequestId:
@@ -102,7 +104,8 @@ class BodyLimit:
         try:
             if declared is not None and declared > self.max_body:
                 first = await receive()
-                await _too_large(self.max_body, first.get("body", b""), scope, receive, send)
+                more = first["type"] == "http.request" and first.get("more_body", False)
+                await _too_large(self.max_body, first.get("body", b""), more, scope, receive, send)
                 return
             if declared is not None:
                 if not self.budget.take(declared):
@@ -118,7 +121,9 @@ class BodyLimit:
                     break
                 chunk = message.get("body", b"")
                 if len(body) + len(chunk) > self.max_body:
-                    await _too_large(self.max_body, bytes(body[:_ID_PREFIX_BYTES]) or chunk, scope, receive, send)
+                    prefix = bytes(body[:_ID_PREFIX_BYTES]) or chunk
+                    more = message.get("more_body", False)
+                    await _too_large(self.max_body, prefix, more, scope, receive, send)
                     return
                 if len(body) + len(chunk) > held:  # no or a false Content-Length: draw as it comes
                     extra = len(body) + len(chunk) - held
@@ -147,7 +152,20 @@ def _content_length(headers: Headers) -> int | None:
     return int(raw) if raw is not None and raw.isascii() and raw.isdigit() else None
 
 
-async def _too_large(limit: int, prefix: bytes, scope: Scope, receive: Receive, send: Send) -> None:
+async def _drain(receive: Receive, more_body: bool) -> None:
+    """Read and drop the rest of a refused body (up to `_DRAIN_BYTES`), so that the client, which sends the
+    whole body before it reads the answer, gets the 413 instead of a reset; the body deadline bounds the time."""
+    dropped = 0
+    while more_body and dropped < _DRAIN_BYTES:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        dropped += len(message.get("body", b""))
+        more_body = message.get("more_body", False)
+
+
+async def _too_large(limit: int, prefix: bytes, more_body: bool, scope: Scope, receive: Receive, send: Send) -> None:
+    await _drain(receive, more_body)
     message = (
         f"the request body is larger than the server's {limit}-byte limit, which fits the largest legal call "
         "(see capabilities); send less per call, e.g. write data to a file in the workdir in parts"
