@@ -156,6 +156,18 @@ class Settings(_Section):
     audit_log: Path | None = Field(None, description="JSON-lines audit log of calls; None: no audit log.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    @model_validator(mode="after")
+    def _sse_sessions_outlast_calls(self) -> Settings:
+        # A legacy SSE session counts as idle when no message passes either way, and a call without output
+        # sends none until it ends: the idle limit must be longer than the longest call, or it would end
+        # the session under a running call.
+        if self.http.protocol_session_idle_s <= self.exec.max_timeout_s:
+            raise ValueError(
+                f"http.protocol_session_idle_s ({self.http.protocol_session_idle_s}) must be longer than "
+                f"exec.max_timeout_s ({self.exec.max_timeout_s})"
+            )
+        return self
+
 
 def parse_mode(value: str) -> SandboxMode:
     """Parse a `HANZO_SANDBOX` value (case-insensitive), raising ConfigError on anything else."""

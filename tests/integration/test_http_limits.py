@@ -260,7 +260,9 @@ async def test_legacy_sse_sessions_are_capped(kit: Kit, sessions_parent: Path) -
 
 
 async def test_an_idle_legacy_sse_session_is_ended_by_the_server(kit: Kit, sessions_parent: Path) -> None:
-    settings = _settings(kit, sessions_parent, http={"max_protocol_sessions": 1, "protocol_session_idle_s": 0.5})
+    timeouts = {"default_timeout_s": 0.2, "max_timeout_s": 0.4}  # the idle limit must exceed the longest call
+    http = {"max_protocol_sessions": 1, "protocol_session_idle_s": 0.5}
+    settings = _settings(kit, sessions_parent, http=http, exec=timeouts)
     async with _serving(kit, settings, "sse") as (base, http):
         async with _sse_stream(base) as idle:
             await _first_event(idle)

@@ -221,6 +221,7 @@ def test_unknown_keys_are_named(xdg: Path, tmp_path: Path, text: str, key: str) 
         ('mode = "sometimes"\n', "mode"),
         ("[http]\nport = 70000\n", "http.port"),
         ('[http]\ntoken = "short"\n', "http.token"),
+        ("[http]\nprotocol_session_idle_s = 600.0\n", "exec.max_timeout_s"),  # not longer than the longest call
     ],
 )
 def test_invalid_values_are_named(xdg: Path, tmp_path: Path, text: str, key: str) -> None:

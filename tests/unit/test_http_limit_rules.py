@@ -1,4 +1,4 @@
-"""The pure parts of the HTTP limits: derived connection caps, Host parsing, id recovery, and token matching."""
+"""The pure rules of the HTTP limits: derived connection caps, Host parsing, id recovery, and token matching."""
 
 from __future__ import annotations
 
