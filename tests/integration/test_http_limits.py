@@ -49,13 +49,8 @@ async def _serving(kit: Kit, settings: Settings, transport: str) -> AsyncIterato
         return str(getattr(request.state, CLIENT_SCOPE_KEY, "<unidentified>"))
 
     http = HttpServer(server, settings, "http" if transport == "http" else "sse", "127.0.0.1", 0)
-    sock = kit.listening_socket()
-    async with service, anyio.create_task_group() as group:
-        group.start_soon(http.serve, [sock])
-        try:
-            yield f"http://127.0.0.1:{sock.getsockname()[1]}", http
-        finally:
-            http.stop()
+    async with service, kit.serving(http) as base:
+        yield base, http
 
 
 def _client(base: str, transport: str, headers: dict[str, str] | None = None) -> Client:
