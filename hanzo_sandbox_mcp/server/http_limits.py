@@ -49,6 +49,7 @@ _log = logging.getLogger("hanzo_sandbox_mcp.http")
 _FD_SHARE = 2
 _MAX_DEFAULT_CONNECTIONS = 4096
 _MIN_CONNECTIONS = 16
+_MIN_PER_PEER = 128
 
 _BUSY = "the server has too many open connections; retry in a moment"
 _BUSY_RESERVED = "the server's free connections are kept for clients with a token; retry in a moment"
@@ -84,7 +85,9 @@ class ConnectionLimits:
         """`http`'s limits; unset ones derived from `fd_limit`. ConfigError when they cannot all hold."""
         total = http.max_connections or max(_MIN_CONNECTIONS, min(fd_limit // _FD_SHARE, _MAX_DEFAULT_CONNECTIONS))
         eighth = max(4, total // 8)
-        per_peer = http.max_connections_per_peer or eighth
+        # At least 128 per peer: one busy client (an HTTP pool of 100 connections, each holding a running
+        # call's response stream) must not be refused, and on loopback every local client is one peer.
+        per_peer = http.max_connections_per_peer or min(total, max(_MIN_PER_PEER, eighth))
         reserved = 0
         if http.has_tokens():  # without tokens nobody could claim a reserved place
             reserved = eighth if http.reserved_connections is None else http.reserved_connections

@@ -20,10 +20,10 @@ TOKEN = "a-configured-token-0123"
 @pytest.mark.parametrize(
     ("fd_limit", "tokens", "expected"),
     [
-        (1024, False, (512, 64, 0)),  # no tokens: nobody could claim a reserved place
-        (1024, True, (512, 64, 64)),
+        (1024, False, (512, 128, 0)),  # no tokens: nobody could claim a reserved place
+        (1024, True, (512, 128, 64)),
         (20000, True, (4096, 512, 512)),  # at most 4096 by default, however many fds
-        (20, True, (16, 4, 4)),  # never fewer than 16
+        (20, True, (16, 16, 4)),  # never fewer than 16
     ],
 )
 def test_connection_caps_follow_the_fd_limit(fd_limit: int, tokens: bool, expected: tuple[int, int, int]) -> None:
