@@ -10,7 +10,9 @@ for the sake of binary-ish input.
 A limit that high is 31 MiB per connection, so bodies are also drawn from a budget shared by all connections
 (`http.max_body_bytes_in_flight`), held while the request is being handled. A body that does not fit the
 limit gets 413, one that does not fit the budget right now 503 (retry); both carry a JSON-RPC error, with
-the request's id when it can be read from the first bytes.
+the request's id when it can be read from the first bytes. Both are answered as soon as they are known and
+the connection is kept: uvicorn then reads and drops the rest of the body (within the body deadline), so
+the client, which sends its whole body before it reads, gets the answer instead of a reset.
 """
 
 from __future__ import annotations
@@ -31,8 +33,6 @@ _ENVELOPE_BYTES = 1024 * 1024
 MAX_REQUEST_BODY_BYTES = _JSON_ESCAPE_FACTOR * (MAX_CODE_BYTES + MAX_STDIN_BYTES) + _ENVELOPE_BYTES
 #: How much of a body's start is searched for its id.
 _ID_PREFIX_BYTES = 4096
-#: How much of a refused body is read and dropped before the answer (beyond that, the connection is cut).
-_DRAIN_BYTES = 2 * MAX_REQUEST_BODY_BYTES
 
 
 def recover_request_id(prefix: bytes) -> RequestId:
@@ -104,8 +104,7 @@ class BodyLimit:
         try:
             if declared is not None and declared > self.max_body:
                 first = await receive()
-                more = first["type"] == "http.request" and first.get("more_body", False)
-                await _too_large(self.max_body, first.get("body", b""), more, scope, receive, send)
+                await _too_large(self.max_body, first.get("body", b""), scope, receive, send)
                 return
             if declared is not None:
                 if not self.budget.take(declared):
@@ -113,17 +112,13 @@ class BodyLimit:
                     return
                 held = declared
             body = bytearray()
-            trailing: Message | None = None
             while True:
                 message = await receive()
                 if message["type"] != "http.request":
-                    trailing = message  # the client went away: let the app see it
-                    break
+                    return  # the client went away (or missed the body deadline): a partial body is no request
                 chunk = message.get("body", b"")
                 if len(body) + len(chunk) > self.max_body:
-                    prefix = bytes(body[:_ID_PREFIX_BYTES]) or chunk
-                    more = message.get("more_body", False)
-                    await _too_large(self.max_body, prefix, more, scope, receive, send)
+                    await _too_large(self.max_body, bytes(body[:_ID_PREFIX_BYTES]) or chunk, scope, receive, send)
                     return
                 if len(body) + len(chunk) > held:  # no or a false Content-Length: draw as it comes
                     extra = len(body) + len(chunk) - held
@@ -135,8 +130,6 @@ class BodyLimit:
                 if not message.get("more_body", False):
                     break
             replay: deque[Message] = deque([{"type": "http.request", "body": bytes(body), "more_body": False}])
-            if trailing is not None:
-                replay.append(trailing)
             del body
 
             async def replayed() -> Message:
@@ -152,30 +145,15 @@ def _content_length(headers: Headers) -> int | None:
     return int(raw) if raw is not None and raw.isascii() and raw.isdigit() else None
 
 
-async def _drain(receive: Receive, more_body: bool) -> None:
-    """Read and drop the rest of a refused body (up to `_DRAIN_BYTES`), so that the client, which sends the
-    whole body before it reads the answer, gets the 413 instead of a reset; the body deadline bounds the time."""
-    dropped = 0
-    while more_body and dropped < _DRAIN_BYTES:
-        message = await receive()
-        if message["type"] != "http.request":
-            return
-        dropped += len(message.get("body", b""))
-        more_body = message.get("more_body", False)
-
-
-async def _too_large(limit: int, prefix: bytes, more_body: bool, scope: Scope, receive: Receive, send: Send) -> None:
-    await _drain(receive, more_body)
+async def _too_large(limit: int, prefix: bytes, scope: Scope, receive: Receive, send: Send) -> None:
     message = (
         f"the request body is larger than the server's {limit}-byte limit, which fits the largest legal call "
         "(see capabilities); send less per call, e.g. write data to a file in the workdir in parts"
     )
-    response = json_rpc_error_response(
-        413, message, code=INVALID_REQUEST, request_id=recover_request_id(prefix), close=True
-    )
+    response = json_rpc_error_response(413, message, code=INVALID_REQUEST, request_id=recover_request_id(prefix))
     await response(scope, receive, send)
 
 
 async def _busy(scope: Scope, receive: Receive, send: Send) -> None:
     message = "the server is holding too many large request bodies right now; retry in a moment"
-    await json_rpc_error_response(503, message, retry_after=True, close=True)(scope, receive, send)
+    await json_rpc_error_response(503, message, retry_after=True)(scope, receive, send)
