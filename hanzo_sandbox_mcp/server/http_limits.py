@@ -271,10 +271,12 @@ class GuardedH11Protocol(H11Protocol):
     def _missed_deadline(self, phase: str) -> None:
         self._deadline = None
         _log.debug("closing a connection from %s: its request %s did not arrive in time", self._peer, phase)
-        if self.cycle is None or self.cycle.response_complete:
-            self._write_and_close(_TIMEOUT_408)  # nothing is being answered on it: say why
+        if phase == "headers":
+            self._write_and_close(_TIMEOUT_408)  # no request of it is being answered: say why
         else:
-            self.transport.close()  # the app sees a disconnect while it waits for the body
+            # The app sees a disconnect while it waits for the body; or it has answered already (a 413)
+            # and uvicorn was dropping the rest of the body, which never came.
+            self.transport.close()
 
     def _write_and_close(self, data: bytes) -> None:
         if not self.transport.is_closing():

@@ -60,6 +60,66 @@ def _client(base: str, transport: str, headers: dict[str, str] | None = None) ->
     return Client(sse_client(f"{base}/sse", headers=headers or {}, timeout=120, sse_read_timeout=120))
 
 
+# -- deadlines -------------------------------------------------------------------------------------------
+
+
+async def _closed_by_server(stream: anyio.abc.SocketStream, drip: bytes) -> bytes:
+    """Send `drip` a byte at a time, slowly, until the server closes the connection; what it answered.
+
+    Bounded: 300 bytes at most (the deadlines under test are one second; the loop would run for a minute).
+    """
+    answer = b""
+    for byte in drip[:300]:
+        try:
+            await stream.send(bytes([byte]))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            break
+        with anyio.move_on_after(0.2):
+            try:
+                answer += await stream.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                return answer
+    with anyio.fail_after(30):
+        try:
+            while True:
+                answer += await stream.receive()
+        except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+            return answer
+
+
+@pytest.mark.parametrize("phase", ["headers", "body"])
+async def test_a_request_dripped_a_byte_at_a_time_is_cut_at_its_deadline(
+    kit: Kit, sessions_parent: Path, phase: str
+) -> None:
+    settings = _settings(kit, sessions_parent, http={"header_timeout_s": 1.0, "body_timeout_s": 1.0})
+    async with _serving(kit, settings, "http") as (base, _http):
+        port = int(base.rsplit(":", 1)[1])
+        head = f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n"
+        head += "accept: application/json, text/event-stream\r\ncontent-length: 400\r\n"
+        filler = "x-filler: " + "y" * 400 + "\r\n"
+        stream = await anyio.connect_tcp("127.0.0.1", port)
+        async with stream:
+            if phase == "headers":
+                answer = await _closed_by_server(stream, (head + filler).encode())
+            else:
+                await stream.send((head + "\r\n").encode())
+                answer = await _closed_by_server(stream, b"{" + b" " * 399)
+    # Each byte came well within the keep-alive time, which a byte resets: only an absolute deadline ends it.
+    assert answer.startswith(b"HTTP/1.1 408") if phase == "headers" else answer == b""
+
+
+@pytest.mark.parametrize("transport", ["http", "sse"])
+async def test_calls_and_streams_outlast_the_request_deadlines(kit: Kit, sessions_parent: Path, transport: str) -> None:
+    settings = _settings(kit, sessions_parent, http={"header_timeout_s": 0.5, "body_timeout_s": 0.5})
+    async with _serving(kit, settings, transport) as (base, _http), _client(base, transport) as client:
+        with anyio.fail_after(60):
+            result = await client.call_tool("run_command", {"command": "sleep 2; echo done"})
+            again = await client.call_tool("run_command", {"command": "echo again"})  # the stream still stands
+    assert not result.is_error, kit.text_of(result)
+    assert result.structured_content is not None and result.structured_content["stdout"] == "done\n"
+    assert again.structured_content is not None and again.structured_content["stdout"] == "again\n"
+
+
 # -- request bodies --------------------------------------------------------------------------------------
 
 
