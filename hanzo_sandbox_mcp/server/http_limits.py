@@ -125,10 +125,6 @@ class ConnectionTable:
         self._guests_by_peer: Counter[str] = Counter()
         self._probation: OrderedDict[int, GuardedH11Protocol] = OrderedDict()
 
-    @property
-    def open(self) -> int:
-        return self._open
-
     def admit(self, conn: GuardedH11Protocol, peer: str) -> Place | None:
         """The place `conn` from `peer` gets, or None: refuse it (the caller answers 503 and closes)."""
         limits = self.limits

@@ -17,7 +17,6 @@ same two settings (see `HttpServer`).
 from __future__ import annotations
 
 import logging
-import math
 import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
@@ -131,7 +130,7 @@ class LongStreams:
         while True:
             idle_until = stream.last_active + self.idle_s
             if anyio.current_time() >= idle_until:
-                _log.info("ending SSE session %s: idle for %s s", stream.session, math.floor(self.idle_s))
+                _log.info("ending SSE session %s: idle for %g s", stream.session, self.idle_s)
                 stream.scope.cancel()
                 return
             await anyio.sleep(idle_until - anyio.current_time())
