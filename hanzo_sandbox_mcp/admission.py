@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import anyio
+import anyio.lowlevel
 
 __all__ = ["FairAdmission"]
 
@@ -45,7 +46,10 @@ class FairAdmission:
         self._held: dict[str, int] = {}
         """Slots each client holds now (clients holding none are absent)."""
         self._queues: OrderedDict[str, OrderedDict[Hashable, deque[_Waiter]]] = OrderedDict()
-        """Waiting calls by client, then lane. Both levels are ordered next-to-serve first."""
+        """Waiting calls by client (in order of arrival), then lane (next to serve first)."""
+        self._served: dict[str, int] = {}
+        """When each client holding or awaiting a slot was last granted one (a grant counter)."""
+        self._grants = 0
 
     # -- what tests and capabilities read --------------------------------------------------------------
 
@@ -57,6 +61,11 @@ class FairAdmission:
     def running_for(self, client: str) -> int:
         """Slots `client` holds."""
         return self._held.get(client, 0)
+
+    @property
+    def waiting(self) -> int:
+        """Calls waiting for a slot over all clients."""
+        return sum(self.waiting_for(client) for client in self._queues)
 
     def waiting_for(self, client: str) -> int:
         """Calls of `client` waiting for a slot."""
@@ -72,6 +81,8 @@ class FairAdmission:
         self._dispatch()
         try:
             await waiter.granted.wait()
+            # A cancel that came with the grant has not been delivered yet: a cancelled call never runs.
+            await anyio.lowlevel.checkpoint_if_cancelled()
         except BaseException:
             # Cancelled while queued: leave the queue, or pass on a slot granted in the same instant.
             if waiter.granted.is_set():
@@ -93,22 +104,28 @@ class FairAdmission:
             waiter.granted.set()
 
     def _next_eligible(self) -> _Waiter | None:
-        """Pop the first call of the first client below its cap; that client and lane go to the back."""
-        for client, lanes in self._queues.items():
-            if self._held.get(client, 0) >= self.per_client:
-                continue
-            lane, queue = next(iter(lanes.items()))
-            waiter = queue.popleft()
-            if queue:
-                lanes.move_to_end(lane)
-            else:
-                del lanes[lane]
-            if lanes:
-                self._queues.move_to_end(client)
-            else:
-                del self._queues[client]
-            return waiter
-        return None
+        """Pop the next call of the client below its cap that was served longest ago (never: first).
+
+        Its lane goes to the back of the client's lanes. A client's grant time is kept while it holds or
+        awaits a slot, so one whose queue ran empty for a moment does not jump ahead when it queues again.
+        """
+        never = -1
+        eligible = (c for c in self._queues if self._held.get(c, 0) < self.per_client)
+        client = min(eligible, key=lambda c: self._served.get(c, never), default=None)
+        if client is None:
+            return None
+        lanes = self._queues[client]
+        lane, queue = next(iter(lanes.items()))
+        waiter = queue.popleft()
+        if queue:
+            lanes.move_to_end(lane)
+        else:
+            del lanes[lane]
+        if not lanes:
+            del self._queues[client]
+        self._grants += 1
+        self._served[client] = self._grants
+        return waiter
 
     def _withdraw(self, waiter: _Waiter) -> None:
         lanes = self._queues[waiter.client]
@@ -118,6 +135,7 @@ class FairAdmission:
             del lanes[waiter.lane]
         if not lanes:
             del self._queues[waiter.client]
+            self._forget_if_idle(waiter.client)
 
     def _release(self, client: str) -> None:
         held = self._held[client] - 1
@@ -125,4 +143,9 @@ class FairAdmission:
             self._held[client] = held
         else:
             del self._held[client]
+            self._forget_if_idle(client)
         self._dispatch()
+
+    def _forget_if_idle(self, client: str) -> None:
+        if client not in self._held and client not in self._queues:
+            self._served.pop(client, None)

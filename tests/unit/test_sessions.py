@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from hanzo_sandbox_mcp.config import SessionSettings
-from hanzo_sandbox_mcp.errors import RequestError, SessionLimitReached, SessionNotFound
+from hanzo_sandbox_mcp.errors import RequestError, SessionNotFound
 from hanzo_sandbox_mcp.sessions import (
     SESSION_ID_PATTERN,
     SessionManager,
@@ -181,8 +181,6 @@ async def test_sweeper_timing_reports_the_next_expiry(manager: SessionManager, c
     await manager.create()
     clock.advance(20)
     assert manager.seconds_until_next_expiry() == pytest.approx(40)
-
-
 
 
 async def test_each_client_has_its_own_default_session_until_it_ends(manager: SessionManager) -> None:
