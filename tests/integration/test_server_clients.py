@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client
+from mcp.client.sse import sse_client
 
 from hanzo_sandbox_mcp.config import Settings
 
@@ -33,6 +34,18 @@ async def _run(client: Client, **arguments: Any) -> dict[str, Any]:
     assert not result.is_error, result.content
     assert isinstance(result.structured_content, dict)
     return result.structured_content
+
+
+async def test_a_2026_client_gets_a_single_call_session_per_call(kit: Kit, sessions_parent: Path) -> None:
+    async with (
+        kit.http_server(_settings(kit, sessions_parent), "http") as (base, _service),
+        Client(f"{base}/mcp") as client,
+    ):
+        first = await _run(client, command="echo kept > f")
+        second = await _run(client, command="cat f")
+        listing = await client.call_tool("list_files", {})
+    assert first["session_id"] != second["session_id"] and second["exit_code"] != 0
+    assert listing.is_error and "pass session_id" in kit.text_of(listing)
 
 
 async def test_a_burst_without_session_id_all_succeeds_and_spares_another_clients_session(
@@ -62,16 +75,20 @@ async def test_a_burst_without_session_id_all_succeeds_and_spares_another_client
         assert len(service.sessions) <= settings.sessions.max_sessions
 
 
-async def test_a_protocol_session_has_a_default_session_that_ends_with_it(kit: Kit, sessions_parent: Path) -> None:
-    async with kit.http_server(_settings(kit, sessions_parent), "http") as (base, service):
-        url = f"{base}/mcp"
-        async with Client(url, mode="legacy") as client:
+@pytest.mark.parametrize("transport", ["http", "sse"])
+async def test_a_protocol_session_has_a_default_session_that_ends_with_it(
+    kit: Kit, sessions_parent: Path, transport: str
+) -> None:
+    async with kit.http_server(_settings(kit, sessions_parent), transport) as (base, service):
+        url = f"{base}/mcp" if transport == "http" else f"{base}/sse"
+        target = url if transport == "http" else sse_client(url)
+        async with Client(target, mode="legacy") as client:
             first = await _run(client, command="echo kept > f")
             second = await _run(client, command="cat f")
         assert first["session_id"] == second["session_id"] and second["stdout"] == "kept\n"
         sid = first["session_id"]
         await kit.wait_until(lambda: sid not in service.sessions)
-        async with Client(url) as later:
+        async with Client(url if transport == "http" else sse_client(url)) as later:
             with anyio.fail_after(60):
                 gone = await later.call_tool("run_command", {"command": "cat f", "session_id": sid})
         assert gone.is_error and "protocol session ended" in kit.text_of(gone)
