@@ -6,7 +6,8 @@ the order in which calls were admitted is recorded and compared whole.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import AsyncIterator, Hashable
+from contextlib import asynccontextmanager
 
 import anyio
 import anyio.abc
@@ -51,53 +52,51 @@ class Calls:
         await wait_all_tasks_blocked()
 
 
-async def test_one_client_never_holds_more_than_its_cap() -> None:
-    admission = FairAdmission(total=8, per_client=4)
+@asynccontextmanager
+async def scheduler(total: int, per_client: int) -> AsyncIterator[Calls]:
+    """Calls on a fresh FairAdmission; whatever still holds or awaits a slot is cancelled at the end."""
     with anyio.fail_after(10):
         async with anyio.create_task_group() as group:
-            calls = Calls(admission, group)
-            for n in range(8):
-                await calls.start(f"a{n}", "A", lane=f"session{n}")
-            assert calls.admitted == ["a0", "a1", "a2", "a3"]
-            assert (admission.running, admission.waiting_for("A")) == (4, 4)
-            await calls.start("b0", "B")  # the free half of the slots is there for another client
-            assert calls.admitted[-1] == "b0" and admission.running == 5
+            yield Calls(FairAdmission(total=total, per_client=per_client), group)
             group.cancel_scope.cancel()
+
+
+async def test_one_client_never_holds_more_than_its_cap() -> None:
+    async with scheduler(total=8, per_client=4) as calls:
+        admission = calls.admission
+        for n in range(8):
+            await calls.start(f"a{n}", "A", lane=f"session{n}")
+        assert calls.admitted == ["a0", "a1", "a2", "a3"]
+        assert (admission.running, admission.waiting_for("A")) == (4, 4)
+        await calls.start("b0", "B")  # the free half of the slots is there for another client
+        assert calls.admitted[-1] == "b0" and admission.running == 5
 
 
 async def test_waiting_clients_take_turns_served_longest_ago_first() -> None:
-    admission = FairAdmission(total=2, per_client=2)
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as group:
-            calls = Calls(admission, group)
-            for name in ("a1", "a2", "a3", "a4"):
-                await calls.start(name, "A")
-            await calls.start("b1", "B")
-            await calls.start("c1", "C")
-            assert calls.admitted == ["a1", "a2"]
-            # A queued a3 before B and C queued, but A was just served: the freed slots go to B, then C.
-            await calls.finish("a1")
-            await calls.finish("a2")
-            assert calls.admitted == ["a1", "a2", "b1", "c1"]
-            await calls.finish("b1")
-            await calls.finish("c1")
-            assert calls.admitted == ["a1", "a2", "b1", "c1", "a3", "a4"]
-            group.cancel_scope.cancel()
+    async with scheduler(total=2, per_client=2) as calls:
+        for name in ("a1", "a2", "a3", "a4"):
+            await calls.start(name, "A")
+        await calls.start("b1", "B")
+        await calls.start("c1", "C")
+        assert calls.admitted == ["a1", "a2"]
+        # A queued a3 before B and C queued, but A was just served: the freed slots go to B, then C.
+        await calls.finish("a1")
+        await calls.finish("a2")
+        assert calls.admitted == ["a1", "a2", "b1", "c1"]
+        await calls.finish("b1")
+        await calls.finish("c1")
+        assert calls.admitted == ["a1", "a2", "b1", "c1", "a3", "a4"]
 
 
 async def test_sessions_of_one_client_take_turns() -> None:
-    admission = FairAdmission(total=1, per_client=1)
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as group:
-            calls = Calls(admission, group)
-            for name in ("s1-1", "s1-2", "s1-3"):
-                await calls.start(name, "A", lane="s1")
-            await calls.start("s2-1", "A", lane="s2")
-            for name in ("s1-1", "s1-2", "s2-1"):
-                await calls.finish(name)
-            # s1's queue (longer, and earlier) does not keep s2 waiting: after s1-2, s2's turn.
-            assert calls.admitted == ["s1-1", "s1-2", "s2-1", "s1-3"]
-            group.cancel_scope.cancel()
+    async with scheduler(total=1, per_client=1) as calls:
+        for name in ("s1-1", "s1-2", "s1-3"):
+            await calls.start(name, "A", lane="s1")
+        await calls.start("s2-1", "A", lane="s2")
+        for name in ("s1-1", "s1-2", "s2-1"):
+            await calls.finish(name)
+        # s1's queue (longer, and earlier) does not keep s2 waiting: after s1-2, s2's turn.
+        assert calls.admitted == ["s1-1", "s1-2", "s2-1", "s1-3"]
 
 
 async def test_a_cancelled_queued_call_never_runs_and_leaves_the_queue() -> None:
@@ -157,16 +156,13 @@ async def test_a_slot_granted_to_a_call_cancelled_in_the_same_instant_is_handed_
 
 
 async def test_queued_calls_of_one_session_keep_their_order() -> None:
-    admission = FairAdmission(total=1, per_client=1)
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as group:
-            calls = Calls(admission, group)
-            names = [f"call{n}" for n in range(5)]
-            for name in names:
-                await calls.start(name, "A", lane="s")
-            for name in names:
-                await calls.finish(name)
-            assert calls.admitted == names
+    async with scheduler(total=1, per_client=1) as calls:
+        names = [f"call{n}" for n in range(5)]
+        for name in names:
+            await calls.start(name, "A", lane="s")
+        for name in names:
+            await calls.finish(name)
+        assert calls.admitted == names
 
 
 def test_the_cap_is_at_least_one_and_at_most_the_total() -> None:
