@@ -147,8 +147,9 @@ class SessionRules(BaseModel):
 
     idle_ttl_s: float = Field(description="A session with no call for this long is deleted with its files.")
     max_sessions: int = Field(
-        description="Sessions kept at once; only idle single-call sessions nobody reused are reclaimed to make "
-        "room (oldest first). Pre-warmed sandboxes do not count."
+        description="Sessions kept at once. To make room, an idle single-call session nobody reused goes first "
+        "(oldest first), else the creating client's own least recently used idle one; never another client's "
+        "session. Pre-warmed sandboxes do not count."
     )
     implicit_session: ImplicitSession = Field(
         description="What a call without session_id uses: 'default' (one default session for the connection, "
@@ -361,15 +362,16 @@ class SandboxService:
                 f"Files in a session's workdir persist between calls that pass its session_id; {implicit}. "
                 f"A session and all its files are deleted after {ttl:g} s without a call, on close_session, and "
                 f"when the server stops. At most {limit} sessions exist (pre-warmed sandboxes do not count); to "
-                "make room, only single-call sessions nobody used again are deleted, oldest first. A session "
-                "made with create_session or used again is never deleted for another's sake: at the limit, "
-                "creating a session waits briefly, then fails. Copy out anything you need to keep."
+                "make room, an idle single-call session nobody used again is deleted (oldest first), else your "
+                "own least recently used idle session (never your default one). No session is deleted for "
+                "another client's sake: when nothing can go, creating a session waits briefly, then fails. Copy "
+                "out anything you need to keep."
             ),
         )
 
-    async def create_session(self) -> SessionInfo:
-        """Open a fresh session with an empty workdir."""
-        session = await self.sessions.create()
+    async def create_session(self, *, client: ClientId = LOCAL) -> SessionInfo:
+        """Open a fresh session with an empty workdir, owned by `client`."""
+        session = await self.sessions.create(owner=client.key)
         return self._info(session)
 
     async def close_session(self, session_id: str) -> SessionClosed:
@@ -403,7 +405,7 @@ class SandboxService:
         without session_id holds no session, and a cancelled queued call leaves nothing behind.
         """
         if session_id is None and not client.protocol_session:
-            async with self.admission.slot(client.key, object()), self.sessions.single_call() as session:
+            async with self.admission.slot(client.key, object()), self.sessions.single_call(client.key) as session:
                 yield session
             return
         session = await self._lookup(session_id, client)

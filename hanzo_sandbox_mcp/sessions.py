@@ -11,9 +11,11 @@ Lifetime rules (the tool descriptions repeat them to the model):
 - there are three kinds (`SessionKind`): explicit (`create_session`), a client's default (calls without
   `session_id` from a client with a protocol session; it ends with that protocol session) and single-call
   (calls without `session_id` from any other client);
-- when `max_sessions` exist, creating another reclaims the oldest idle single-call session that nobody
-  used again. No other session is ever ended for another's sake: when none can be reclaimed, creation
-  waits up to `create_wait_s` for room, then fails with `SessionLimitReached`;
+- each session has an owner, the client that made it. When `max_sessions` exist, creating another
+  reclaims the oldest idle single-call session that nobody used again, else the creating client's own
+  least recently used idle session (not its default one). No other session is ever ended for another
+  client's sake: when none can go, creation waits up to `create_wait_s` for room, then fails with
+  `SessionLimitReached`;
 - `close()` ends a session at once: its running calls are cancelled (the runner kills their process
   trees), then its workdir is deleted;
 - `aclose()` (server shutdown, SIGTERM, stdin EOF) deletes every workdir and the sessions root.
@@ -108,8 +110,8 @@ class Session:
     """Monotonic time of the last call's end (or of creation)."""
     limiter: anyio.CapacityLimiter
     """Bounds the calls running at once in this session."""
-    default_of: str | None = None
-    """The client key whose default session this is."""
+    owner: str = "local"
+    """The key of the client that made it (`clients.ClientId.key`)."""
     reused: bool = False
     """Looked up by its handle after creation: a single-call session that is then never reclaimed."""
     active: int = 0
@@ -161,7 +163,7 @@ class SessionManager:
         self._defaults: dict[str, str] = {}
         """Client key -> handle of its default session."""
         self._room: anyio.Event | None = None
-        """Set (and dropped) when a session ends or becomes reclaimable: creators waiting for room look again."""
+        """Set (and dropped) when a session ends or goes idle: creators waiting for room look again."""
         self._root: Path | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -219,9 +221,10 @@ class SessionManager:
     def __contains__(self, session_id: object) -> bool:
         return session_id in self._sessions
 
-    async def create(self, kind: SessionKind = "explicit", *, default_of: str | None = None) -> Session:
-        """Open a fresh session, making room first (see the module docstring); SessionLimitReached if none."""
-        await self._make_room()
+    async def create(self, kind: SessionKind = "explicit", *, owner: str = "local") -> Session:
+        """Open a fresh session for client `owner`, making room first (see the module docstring);
+        SessionLimitReached when there is none."""
+        await self._make_room(owner)
         session_id = new_session_id()
         workdir = self._make_workdir()
         now = self._clock()
@@ -232,41 +235,47 @@ class SessionManager:
             created=now,
             last_used=now,
             limiter=anyio.CapacityLimiter(self._max_calls),
-            default_of=default_of,
+            owner=owner,
         )
         self._sessions[session_id] = session
         _log.info("session %s created (%s)", _short(session_id), kind)
         return session
 
     @asynccontextmanager
-    async def single_call(self) -> AsyncIterator[Session]:
+    async def single_call(self, owner: str = "local") -> AsyncIterator[Session]:
         """A new single-call session with one call running in it (see `call()`)."""
-        session = await self.create("single_call")
+        session = await self.create("single_call", owner=owner)
         # No await between creation and the call's start: nobody can reclaim the new, idle session.
         async with self.call(session):
             yield session
 
-    async def _make_room(self) -> None:
+    async def _make_room(self, owner: str) -> None:
         limit = self.settings.max_sessions
         with anyio.move_on_after(self._create_wait_s):
             while True:
                 await self.expire_idle()
                 if len(self._sessions) < limit:
                     return
-                candidates = [s for s in self._sessions.values() if s.reclaimable]
-                if candidates:
-                    victim = min(candidates, key=lambda s: s.created)
-                    reason = f"reclaimed: a single-call session nobody reused, and the server keeps {limit} at most"
-                    await self._end(victim, reason)
+                victim, reason = self._victim(owner)
+                if victim is not None:
+                    await self._end(victim, f"{reason}, and the server keeps {limit} sessions at most")
                     continue
                 if self._room is None:
                     self._room = anyio.Event()
                 await self._room.wait()
         raise SessionLimitReached(
-            f"all {limit} sessions are in use (created with create_session, a client's default session, used "
-            f"again, or with a call running), and none could be reclaimed within {self._create_wait_s:g} s; close "
-            "a session you no longer need with close_session, pass the session_id of one you have, or retry later"
+            f"all {limit} sessions are in use (other clients' sessions, your default session, or sessions with a "
+            f"call running), and none could be freed within {self._create_wait_s:g} s; close a session you no "
+            "longer need with close_session, pass the session_id of one you have, or retry later"
         )
+
+    def _victim(self, owner: str) -> tuple[Session | None, str]:
+        """The session to end for `owner`'s new one: someone's throwaway, else `owner`'s own (LRU first)."""
+        throwaway = [s for s in self._sessions.values() if s.reclaimable]
+        if throwaway:
+            return min(throwaway, key=lambda s: s.created), "reclaimed: a single-call session nobody reused"
+        own = (s for s in self._sessions.values() if s.owner == owner and s.kind != "default" and not s.busy)
+        return next(own, None), "evicted: its own client needed room for a new session"
 
     def _room_changed(self) -> None:
         if self._room is not None:
@@ -298,7 +307,7 @@ class SessionManager:
         session = await self._live_default(client)
         if session is not None:
             return session
-        session = await self.create("default", default_of=client)
+        session = await self.create("default", owner=client)
         earlier_id = self._defaults.get(client)  # read without an await since creation: no race
         earlier = self._sessions.get(earlier_id) if earlier_id is not None else None
         if earlier is not None:
@@ -354,8 +363,8 @@ class SessionManager:
             return
         session.closed = True
         self._remember(session.id, reason)
-        if session.default_of is not None and self._defaults.get(session.default_of) == session.id:
-            del self._defaults[session.default_of]
+        if session.kind == "default" and self._defaults.get(session.owner) == session.id:
+            del self._defaults[session.owner]
         self._room_changed()
         with anyio.CancelScope(shield=True):
             if session.busy:
@@ -403,7 +412,7 @@ class SessionManager:
             session.last_used = self._clock()
             if session.active == 0 and session._idle is not None:
                 session._idle.set()
-            if session.reclaimable:
+            if not session.busy:
                 self._room_changed()
 
     # -- workdirs --------------------------------------------------------------------------------------

@@ -195,9 +195,9 @@ def build_server(service: SandboxService) -> MCPServer:
             read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
         ),
     )
-    async def create_session() -> SessionInfo:
+    async def create_session(ctx: Context) -> SessionInfo:
         async with _tool_errors():
-            return await service.create_session()
+            return await service.create_session(client=client_of(ctx))
 
     @server.tool(
         title="Close a session",

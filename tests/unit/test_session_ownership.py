@@ -76,7 +76,7 @@ async def test_a_single_call_session_used_again_is_never_reclaimed(manager: Sess
 
 
 async def test_creation_at_the_cap_waits_then_fails_when_nothing_can_be_reclaimed(manager: SessionManager) -> None:
-    explicit = [await manager.create() for _ in range(3)]
+    explicit = [await manager.create(owner="client-b") for _ in range(3)]
     default = await manager.default("client-a")
     with pytest.raises(SessionLimitReached, match="all 4 sessions are in use") as refused:
         await manager.create()
@@ -91,7 +91,7 @@ async def test_creation_at_the_cap_takes_the_room_that_appears_while_it_waits(tm
     manager = _manager(tmp_path, max_sessions=2, create_wait_s=60)
     manager.open()
     try:
-        first, second = await manager.create(), await manager.create()
+        first, second = await manager.create(owner="other"), await manager.create(owner="other")
         created: list[Session] = []
         with anyio.fail_after(30):
             async with anyio.create_task_group() as group:
@@ -143,3 +143,21 @@ async def test_default_sessions_are_per_client_and_never_reclaimed(manager: Sess
     await _finished_single_call(manager)  # reclaims the first single-call session, not a default one
     assert all(s.id in manager for s in defaults.values())
     assert await manager.default("a") is defaults["a"]
+
+
+async def test_a_client_makes_room_from_its_own_least_recently_used_sessions_never_another_clients(
+    manager: SessionManager,
+) -> None:
+    theirs = await manager.create(owner="b")
+    mine_default = await manager.default("a")
+    mine_old, mine_recent = await manager.create(owner="a"), await manager.create(owner="a")
+    await manager.get(mine_old.id)  # now mine_recent is the least recently used of a's
+    newest = await manager.create(owner="a")
+    with pytest.raises(SessionNotFound, match="evicted: its own client needed room"):
+        await manager.get(mine_recent.id)
+    for kept in (theirs, mine_default, mine_old, newest):
+        assert kept.id in manager
+    with pytest.raises(SessionLimitReached):
+        await manager.create(owner="c")  # c has nothing of its own to give up
+    await manager.create(owner="b")  # b gives up its own session, not one of a's
+    assert theirs.id not in manager and all(s.id in manager for s in (mine_default, mine_old, newest))
