@@ -53,6 +53,7 @@ from typing import Literal
 import anyio
 import anyio.to_thread
 
+from .clients import LOCAL
 from .config import SessionSettings
 from .errors import RequestError, SessionLimitReached, SessionNotFound
 from .linux.paths import reachable_by
@@ -110,7 +111,7 @@ class Session:
     """Monotonic time of the last call's end (or of creation)."""
     limiter: anyio.CapacityLimiter
     """Bounds the calls running at once in this session."""
-    owner: str = "local"
+    owner: str = LOCAL.key
     """The key of the client that made it (`clients.ClientId.key`)."""
     reused: bool = False
     """Looked up by its handle after creation: a single-call session that is then never reclaimed."""
@@ -221,7 +222,7 @@ class SessionManager:
     def __contains__(self, session_id: object) -> bool:
         return session_id in self._sessions
 
-    async def create(self, kind: SessionKind = "explicit", *, owner: str = "local") -> Session:
+    async def create(self, kind: SessionKind = "explicit", *, owner: str = LOCAL.key) -> Session:
         """Open a fresh session for client `owner`, making room first (see the module docstring);
         SessionLimitReached when there is none."""
         await self._make_room(owner)
@@ -242,7 +243,7 @@ class SessionManager:
         return session
 
     @asynccontextmanager
-    async def single_call(self, owner: str = "local") -> AsyncIterator[Session]:
+    async def single_call(self, owner: str = LOCAL.key) -> AsyncIterator[Session]:
         """A new single-call session with one call running in it (see `call()`)."""
         session = await self.create("single_call", owner=owner)
         # No await between creation and the call's start: nobody can reclaim the new, idle session.
@@ -302,7 +303,7 @@ class SessionManager:
         session.reused = True
         return session
 
-    async def default(self, client: str = "local") -> Session:
+    async def default(self, client: str = LOCAL.key) -> Session:
         """`client`'s default session (stdio: the one client), created on first use or after it ended."""
         session = await self._live_default(client)
         if session is not None:

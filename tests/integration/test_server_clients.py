@@ -53,7 +53,7 @@ async def test_a_burst_without_session_id_all_succeeds_and_spares_another_client
 ) -> None:
     settings = _settings(kit, sessions_parent)
     assert settings.sessions.max_sessions < BURST
-    async with kit.http_server(settings, "http") as (base, service):
+    async with kit.http_server(settings, "http") as (base, _service):
         url = f"{base}/mcp"
         async with Client(url, mode="legacy") as owner, Client(url) as burster:
             info = await owner.call_tool("create_session", {})
@@ -72,7 +72,6 @@ async def test_a_burst_without_session_id_all_succeeds_and_spares_another_client
         assert sorted(int(r["stdout"]) for r in results) == list(range(BURST))
         assert len({r["session_id"] for r in results}) == BURST  # each call got a single-call session
         assert kept["stdout"] == "precious\n"
-        assert len(service.sessions) <= settings.sessions.max_sessions
 
 
 @pytest.mark.parametrize("transport", ["http", "sse"])
