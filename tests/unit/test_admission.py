@@ -15,6 +15,7 @@ import pytest
 from anyio import wait_all_tasks_blocked
 
 from hanzo_sandbox_mcp.admission import FairAdmission
+from hanzo_sandbox_mcp.config import ExecSettings
 
 pytestmark = pytest.mark.anyio
 
@@ -169,3 +170,21 @@ def test_the_cap_is_at_least_one_and_at_most_the_total() -> None:
     assert FairAdmission(total=2, per_client=9).per_client == 2
     with pytest.raises(ValueError):
         FairAdmission(total=2, per_client=0)
+
+
+@pytest.mark.parametrize(
+    ("configured", "total", "shared", "expected"),
+    [
+        (None, 8, True, 4),
+        (None, 8, False, 8),
+        (None, 1, True, 1),
+        (None, 3, True, 1),
+        (3, 8, True, 3),
+        (20, 8, False, 8),
+    ],
+)
+def test_the_default_cap_is_half_the_slots_where_clients_share_the_server(
+    configured: int | None, total: int, shared: bool, expected: int
+) -> None:
+    limits = ExecSettings(max_concurrent_calls=total, max_concurrent_calls_per_client=configured)
+    assert limits.client_slots(shared=shared) == expected
