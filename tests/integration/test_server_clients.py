@@ -109,6 +109,9 @@ async def test_a_client_holding_long_calls_leaves_slots_for_another(
                 info = await greedy.call_tool("create_session", {})
                 assert isinstance(info.structured_content, dict)
                 sessions.append(info.structured_content["session_id"])
+            started = time.monotonic()
+            await _run(other, command="echo idle")
+            idle = time.monotonic() - started
             finished: list[str] = []
             async with anyio.create_task_group() as group:
                 # One long call in each of `slots` sessions: as many as the whole server has slots.
@@ -132,4 +135,7 @@ async def test_a_client_holding_long_calls_leaves_slots_for_another(
                 group.cancel_scope.cancel()
         await kit.wait_until(lambda: not kit.marker_pids(marker))
     with capsys.disabled():
-        print(f"\nfairness: another client's call took {delay * 1000:.1f} ms while {per_client} long calls ran")
+        print(
+            f"\nfairness: another client's call took {delay * 1000:.1f} ms while {per_client} long calls ran "
+            f"({idle * 1000:.1f} ms on the idle server)"
+        )
