@@ -57,12 +57,21 @@ class ExecSettings(_Section):
     python: str | None = Field(None, description="Interpreter for run_python; None: the server's, else python3.")
     max_concurrent_calls: int = Field(8, ge=1, le=1024)
     max_concurrent_calls_per_session: int = Field(2, ge=1, le=1024)
+    max_concurrent_calls_per_client: int | None = Field(
+        None, ge=1, le=1024, description="None: half of max_concurrent_calls (at least 1) on HTTP, all on stdio."
+    )
 
     @model_validator(mode="after")
     def _timeouts(self) -> ExecSettings:
         if self.default_timeout_s > self.max_timeout_s:
             raise ValueError("default_timeout_s must not exceed max_timeout_s")
         return self
+
+    def client_slots(self, *, shared: bool) -> int:
+        """Calls one client may run at once; `shared`: the server can have more than one client."""
+        if self.max_concurrent_calls_per_client is not None:
+            return min(self.max_concurrent_calls_per_client, self.max_concurrent_calls)
+        return max(1, self.max_concurrent_calls // 2) if shared else self.max_concurrent_calls
 
 
 class SessionSettings(_Section):

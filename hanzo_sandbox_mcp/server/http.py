@@ -37,6 +37,7 @@ from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..clients import SCOPE_CLIENT_NAME
 from ..config import HttpSettings, Settings
 from ..errors import ConfigError
 from .http_body import MAX_REQUEST_BODY_BYTES, BodyBudget, BodyLimit
@@ -44,7 +45,7 @@ from .http_limits import ConnectionLimits, ConnectionTable, guarded_protocol, ra
 from .http_streams import LongStreams
 from .http_tokens import TokenBook
 
-__all__ = ["CLIENT_SCOPE_KEY", "HttpServer", "RequestGuard", "check_bind", "host_is_loopback", "loopback_origins"]
+__all__ = ["HttpServer", "RequestGuard", "check_bind", "host_is_loopback", "loopback_origins"]
 
 _log = logging.getLogger("hanzo_sandbox_mcp.http")
 
@@ -126,10 +127,6 @@ def _is_loopback_ipv4(name: str) -> bool:
     return address.version == 4 and address.is_loopback
 
 
-#: The key of `scope["state"]` that holds the name of the client whose named token a request carried.
-CLIENT_SCOPE_KEY = "hanzo_client"
-
-
 class RequestGuard:
     """ASGI middleware: Host (421, loopback binds), Origin allowlist (403), then the bearer token (401)."""
 
@@ -172,7 +169,7 @@ class RequestGuard:
                 await response(scope, receive, send)
                 return
             if match.name is not None:
-                scope.setdefault("state", {})[CLIENT_SCOPE_KEY] = match.name
+                scope.setdefault("state", {})[SCOPE_CLIENT_NAME] = match.name
         await self.app(scope, receive, send)
 
 

@@ -58,7 +58,7 @@ class Connected:
     transport: Transport
     sessions_parent: Path
     """The configured sessions root: the server makes its own directory inside and removes it at exit."""
-    implicit: Literal["default", "new"]
+    implicit: Literal["default", "protocol_session"]
     service: SandboxService | None
     """The in-process service (None for stdio)."""
 
@@ -160,7 +160,7 @@ async def http_server(
     settings: Settings, transport: Literal["http", "sse"]
 ) -> AsyncIterator[tuple[str, SandboxService]]:
     """An in-process HTTP/SSE server on a fresh port; yields its base URL ("http://127.0.0.1:PORT")."""
-    service = SandboxService(settings, implicit_session="new")
+    service = SandboxService(settings, implicit_session="protocol_session")
     async with service, serving(HttpServer(build_server(service), settings, transport, "127.0.0.1", 0)) as base:
         yield base, service
 
@@ -197,7 +197,7 @@ async def connect_to(
         url = f"{base}/mcp" if transport == "http" else f"{base}/sse"
         target = url if transport == "http" else sse_client(url)
         async with Client(target) as client:
-            yield Connected(client, transport, sessions_parent, "new", service)
+            yield Connected(client, transport, sessions_parent, "protocol_session", service)
 
 
 # -- processes -------------------------------------------------------------------------------------------

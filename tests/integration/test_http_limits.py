@@ -18,9 +18,10 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import Context
 
+from hanzo_sandbox_mcp.clients import SCOPE_CLIENT_NAME
 from hanzo_sandbox_mcp.config import Settings
 from hanzo_sandbox_mcp.server import build_server
-from hanzo_sandbox_mcp.server.http import CLIENT_SCOPE_KEY, HttpServer
+from hanzo_sandbox_mcp.server.http import HttpServer
 from hanzo_sandbox_mcp.server.http_body import MAX_REQUEST_BODY_BYTES
 from hanzo_sandbox_mcp.service import MAX_CODE_BYTES, MAX_STDIN_BYTES, SandboxService
 
@@ -40,13 +41,13 @@ def _settings(kit: Kit, sessions_parent: Path, **config: Any) -> Settings:
 @asynccontextmanager
 async def _serving(kit: Kit, settings: Settings, transport: str) -> AsyncIterator[tuple[str, HttpServer]]:
     """The server of `serve()` plus a `whoami` tool that reports the client name the guard put in the scope."""
-    service = SandboxService(settings, implicit_session="new")
+    service = SandboxService(settings, implicit_session="protocol_session")
     server = build_server(service)
 
     @server.tool()
     async def whoami(ctx: Context) -> str:
         request = ctx.request_context.request
-        return str(getattr(request.state, CLIENT_SCOPE_KEY, "<unidentified>"))
+        return str(getattr(request.state, SCOPE_CLIENT_NAME, "<unidentified>"))
 
     http = HttpServer(server, settings, "http" if transport == "http" else "sse", "127.0.0.1", 0)
     async with service, kit.serving(http) as base:
@@ -226,7 +227,9 @@ async def test_a_named_token_puts_its_client_name_in_the_scope(kit: Kit, session
         async with httpx2.AsyncClient(timeout=30) as http:
             with anyio.fail_after(60):
                 # A client's own header of that name is no identity: without a token it is turned away.
-                refused = await http.post(f"{base}/mcp", headers={**JSON_HEADERS, CLIENT_SCOPE_KEY: "ci"}, content="{}")
+                refused = await http.post(
+                    f"{base}/mcp", headers={**JSON_HEADERS, SCOPE_CLIENT_NAME: "ci"}, content="{}"
+                )
     assert names == ["ci", "laptop", "<unidentified>"]
     assert refused.status_code == 401
 

@@ -147,7 +147,7 @@ def test_loopback_needs_no_token(host: str) -> None:
 
 async def test_off_loopback_the_token_is_enforced(kit: Kit, sessions_parent: Path) -> None:
     settings = _settings(kit, sessions_parent, http={"token": TOKEN})
-    service = SandboxService(settings, implicit_session="new")
+    service = SandboxService(settings, implicit_session="protocol_session")
     http = HttpServer(build_server(service), settings, "http", "0.0.0.0", 0)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("0.0.0.0", 0))
