@@ -98,6 +98,7 @@ class LaunchPlan(_Record):
         "rlimits",
         "root",
         "seccomp_bpf",
+        "status_token",
         "strict",
         "tmp_size_mb",
         "uid",
@@ -117,6 +118,8 @@ class LaunchPlan(_Record):
     root: RootSpec | None
     """The private root's contents; None: no private root, even in a mount namespace."""
     seccomp_bpf: bytes | None
+    status_token: str
+    """A per-call secret every status line carries (`launch.seal`): lines without it are forged."""
     strict: bool
     wrapper: tuple[str, ...]
     """Argv prepended to `argv` before exec (macOS `sandbox-exec -p ...`)."""
@@ -137,6 +140,7 @@ class LaunchPlan(_Record):
         landlock: LandlockSpec | None = None,
         root: RootSpec | None = None,
         seccomp_bpf: bytes | None = None,
+        status_token: str = "",
         strict: bool = False,
         wrapper: tuple[str, ...] = (),
     ) -> None:
@@ -154,6 +158,7 @@ class LaunchPlan(_Record):
             landlock=landlock,
             root=root,
             seccomp_bpf=seccomp_bpf,
+            status_token=status_token,
             strict=strict,
             wrapper=tuple(wrapper),
         )

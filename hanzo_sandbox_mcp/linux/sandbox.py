@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..env_scrub import scrub_env
 from ..errors import SandboxUnavailable
-from ..launch import LaunchReport, launcher_argv
+from ..launch import LaunchReport, launcher_argv, seal
 from ..launch_plan import NAMESPACE_NAMES, LandlockSpec, LaunchPlan, RootSpec
 from ..policy import NetworkMode, SandboxPolicy
 from ..protection import EffectiveProtection, Layer, LayerStatus
@@ -176,6 +176,8 @@ class LinuxSandbox:
             private_tmp=launch.private_tmp,
             uid=launch.uid,
             gid=launch.gid,
+            groups=launch.groups,
+            capabilities_empty=launch.capabilities_empty,
             missing=tuple(missing),
         )
 
@@ -188,6 +190,9 @@ class LinuxSandbox:
             out.append(f"namespaces {', '.join(lost)}: {why}")
         if "mount" in namespaces and not launch.rootfs:
             out.append(f"private root, fresh /proc and private /tmp: {launch.errors.get('rootfs', 'not built')}")
+        if launch.uid is None or launch.uid == 0 or "uid_drop" in launch.errors:
+            why = launch.errors.get("uid_drop") or f"the command runs as host uid {launch.uid}"
+            out.append(f"uid drop: {why}")
         if policy.network is NetworkMode.LOOPBACK and "net" in namespaces and not launch.loopback:
             out.append(f"loopback interface: {launch.errors.get('loopback', 'not brought up')}")
         for key, ok in (
@@ -260,14 +265,13 @@ class LinuxSandbox:
 
 def _probe(sandbox: LinuxSandbox) -> LaunchReport:
     """Run the launcher once, synchronously, on /bin/true with every layer requested (not strict)."""
-    report = LaunchReport()
     with tempfile.TemporaryDirectory(prefix="hanzo-probe-") as tmp:
         workdir = Path(tmp)
         policy = SandboxPolicy().with_workdir(workdir)
         uid, gid = command_ids(policy)
         if os.geteuid() == 0:
             os.chown(workdir, uid, gid)
-        plan = sandbox.harden(["true"], policy, env={"PATH": "/usr/bin:/bin"})
+        plan, report = seal(sandbox.harden(["true"], policy, env={"PATH": "/usr/bin:/bin"}))
         plan_r, plan_w = os.pipe()
         status_r, status_w = os.pipe()
         try:

@@ -27,6 +27,7 @@ def _full_plan() -> LaunchPlan:
         landlock=LandlockSpec(read_exec=("/usr", "/bin"), read_write=("/w",), deny_tcp=True, scope=False),
         root=RootSpec(read_only=("/usr", "/etc"), read_write=("/w", "/dev/null")),
         seccomp_bpf=b"\x06\x00\x00\x00\x00\x00\xff\x7f",
+        status_token="0123456789abcdef" * 2,
         strict=True,
         wrapper=("/usr/bin/sandbox-exec", "-p", "(version 1)", "--"),
     )
@@ -49,6 +50,7 @@ def test_defaults_request_no_layer() -> None:
         "rlimits": {},
         "root": None,
         "seccomp_bpf": None,
+        "status_token": "",
         "strict": False,
         "tmp_size_mb": None,
         "uid": None,

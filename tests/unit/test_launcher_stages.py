@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from support.processes import marker_pids, unique_sleep, wait_marker_gone
 
-from hanzo_sandbox_mcp.launch import launcher_argv
+from hanzo_sandbox_mcp.launch import LaunchReport, launcher_argv
 from hanzo_sandbox_mcp.launch_plan import NAMESPACE_NAMES, LandlockSpec, LaunchPlan, RootSpec
 from hanzo_sandbox_mcp.linux.paths import RW_DEVICES, SYSTEM_READ_PATHS, python_paths
 
@@ -33,6 +33,7 @@ IS_ROOT = os.geteuid() == 0
 COMMAND_UID = 65534 if IS_ROOT else os.getuid()
 COMMAND_GID = 65534 if IS_ROOT else os.getgid()
 DEADLINE_S = 30.0  # hang guard for every wait
+TOKEN = uuid.uuid4().hex
 
 pytestmark = pytest.mark.skipif(os.uname().sysname != "Linux", reason="the Linux launcher")
 
@@ -81,15 +82,21 @@ def make_plan(workdir: Path, argv: list[str], **changes: Any) -> LaunchPlan:
         landlock=LandlockSpec(read_exec=read_only, read_write=read_write, deny_tcp=False, scope=True),
         root=RootSpec(read_only=read_only, read_write=read_write),
         seccomp_bpf=_seccomp(),
+        status_token=TOKEN,
         strict=False,
     )
     return plan.replace(**changes) if changes else plan
 
 
 class Launch:
-    """One launcher process: the plan written to its pipe, its status and stdout read with deadlines."""
+    """One launcher process: the plan written to its pipe, its status and stdout read with deadlines.
+
+    Every status line is also fed to a `LaunchReport` for the plan: the real launcher's lines must all
+    pass the strict schema (`report.rejected == 0`, checked in `finish`)."""
 
     def __init__(self, plan: LaunchPlan | bytes, *, extra_fds: tuple[int, ...] = ()) -> None:
+        self.report = LaunchReport(plan=plan if isinstance(plan, LaunchPlan) else None)
+        self.token = plan.status_token if isinstance(plan, LaunchPlan) else ""
         plan_r, plan_w = os.pipe()
         status_r, status_w = os.pipe()
         try:
@@ -135,7 +142,9 @@ class Launch:
         for line in lines:
             event = ast.literal_eval(line.decode())
             assert isinstance(event, dict), line
+            assert event.pop("token") in (self.token, ""), line
             self.events.append(event)
+            assert self.report.feed(line), f"the report rejected the launcher's own line {line!r}"
         return True
 
     def wait_event(self, name: str) -> dict[str, Any]:
@@ -165,6 +174,7 @@ class Launch:
         while self._read_status(deadline):
             pass
         assert self._status_eof, f"the status pipe stayed open; events {self.names()}"
+        assert self.report.rejected == 0
         out, err = self.proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
         self.stdout += out
         self.stderr += err
@@ -232,12 +242,17 @@ def test_the_stages_report_in_order_with_their_fields(launch: Any, workdir: Path
     }
 
     assert applied["errors"] == {}
-    assert (applied["uid"], applied["gid"]) == (COMMAND_UID, COMMAND_GID)
+    # What the command read back from the kernel right before exec, ids mapped out of its user namespace.
+    assert applied["uids"] == [COMMAND_UID] * 3 and applied["gids"] == [COMMAND_GID] * 3
     assert applied["user_ns"] is True
-    assert applied["rlimits"] is True
-    assert applied["no_new_privs"] is True
+    assert applied["rlimits"] == {"core": [0, 0], "nofile": [256, 256], "nproc": [64, 64]}
+    assert applied["no_new_privs"] == 1
     assert isinstance(applied["landlock_abi"], int) and applied["landlock_abi"] >= 1
-    assert applied.get("seccomp") is (True if _seccomp() else None)
+    assert (applied["seccomp_mode"], applied["seccomp_filters"]) == ((2, 1) if _seccomp() else (0, 0))
+    assert applied["caps"]["inh"] == applied["caps"]["amb"] == applied["caps"]["bnd"] == 0
+    report = run.report
+    assert (report.uid, report.gid, report.rlimits, report.no_new_privs) == (COMMAND_UID, COMMAND_GID, True, True)
+    assert report.capabilities_empty and report.seccomp is bool(_seccomp()) and report.errors == {}
 
     assert exit_["exit_code"] == 7
     assert exit_["signal"] is None
@@ -265,9 +280,10 @@ def test_a_plan_without_layers_reports_none(launch: Any, workdir: Path) -> None:
     }  # fmt: skip
     applied = run.events[2]
     assert applied["user_ns"] is False
-    for key in ("rlimits", "no_new_privs", "landlock_abi", "seccomp"):
-        assert key not in applied
-    assert applied["uid"] == COMMAND_UID
+    assert applied["rlimits"] == {} and applied["landlock_abi"] is None
+    assert (applied["no_new_privs"], applied["seccomp_mode"], applied["seccomp_filters"]) == (0, 0, 0)
+    assert applied["uids"] == [COMMAND_UID] * 3
+    assert not (run.report.rlimits or run.report.no_new_privs or run.report.seccomp)
     assert run.events[3]["exit_code"] == 0
     assert run.stdout == b"bare\n"
 
@@ -278,7 +294,7 @@ def test_without_landlock_the_private_root_still_hides_unlisted_paths(launch: An
     run = launch(make_plan(workdir, ["sh", "-c", "test -e /var/log && echo seen || echo hidden"], landlock=None))
     assert run.finish() == 0
     assert run.wait_event("setup")["rootfs"] is True
-    assert "landlock_abi" not in run.wait_event("applied")
+    assert run.wait_event("applied")["landlock_abi"] is None
     assert run.stdout == b"hidden\n"
 
 
@@ -367,8 +383,8 @@ def test_without_strict_a_failed_layer_is_reported_and_the_command_runs(launch: 
     run.finish()
     applied = run.wait_event("applied")
     assert "landlock" in applied["errors"]
-    assert "landlock_abi" not in applied
-    assert applied["no_new_privs"] is True  # the layers before and after it still fired
+    assert applied["landlock_abi"] is None
+    assert applied["no_new_privs"] == 1  # the layers before and after it still fired
     assert run.wait_event("exit")["exit_code"] == 0
     assert run.stdout == b"ran\n"
 
