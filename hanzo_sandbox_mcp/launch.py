@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import logging
+import os
 import secrets
 import sys
 from collections.abc import Callable, Mapping
@@ -45,9 +46,14 @@ def launcher_argv(plan_fd: int, status_fd: int) -> list[str]:
 
 
 def seal(plan: LaunchPlan) -> tuple[LaunchPlan, LaunchReport]:
-    """Give `plan` a fresh status token, and return it with the report that accepts only lines carrying
-    that token and judges the readings against this plan."""
-    sealed = plan.replace(status_token=secrets.token_hex(16))
+    """Give `plan` a fresh status token and this process's pid (the launcher's parent, whose death kills
+    the sandbox), and return it with the report that accepts only lines carrying that token and judges the
+    readings against this plan.
+
+    Spawn the launcher from a thread that outlives it: its parent-death signal fires when the *thread*
+    that forked it exits. The runner spawns from the event loop's thread; the probe from a worker thread
+    that blocks until the launcher has exited."""
+    sealed = plan.replace(status_token=secrets.token_hex(16), parent_pid=os.getpid())
     return sealed, LaunchReport(plan=sealed)
 
 

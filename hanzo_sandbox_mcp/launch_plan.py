@@ -95,6 +95,7 @@ class LaunchPlan(_Record):
         "loopback",
         "namespaces",
         "no_new_privs",
+        "parent_pid",
         "rlimits",
         "root",
         "seccomp_bpf",
@@ -114,6 +115,9 @@ class LaunchPlan(_Record):
     tmp_size_mb: int | None
     rlimits: dict[str, int]
     no_new_privs: bool
+    parent_pid: int | None
+    """The server's pid (`launch.seal`): a launcher whose parent is no longer it exits at once, since the
+    parent-death signal it arms would never come."""
     landlock: LandlockSpec | None
     root: RootSpec | None
     """The private root's contents; None: no private root, even in a mount namespace."""
@@ -137,6 +141,7 @@ class LaunchPlan(_Record):
         tmp_size_mb: int | None = None,
         rlimits: dict[str, int] | None = None,
         no_new_privs: bool = False,
+        parent_pid: int | None = None,
         landlock: LandlockSpec | None = None,
         root: RootSpec | None = None,
         seccomp_bpf: bytes | None = None,
@@ -155,6 +160,7 @@ class LaunchPlan(_Record):
             tmp_size_mb=tmp_size_mb,
             rlimits=dict(rlimits or {}),
             no_new_privs=no_new_privs,
+            parent_pid=parent_pid,
             landlock=landlock,
             root=root,
             seccomp_bpf=seccomp_bpf,

@@ -2,8 +2,10 @@
 
 The server is multi-threaded (anyio), so it cannot fork and set up layers itself (no `preexec_fn`); it
 spawns this file as `python -I -S launcher.py PLAN_FD STATUS_FD` instead. The plan arrives on PLAN_FD
-(never argv, which /proc exposes); what actually fired is reported on STATUS_FD, one Python-literal dict
-per line, so the server's report never claims a protection that did not fire.
+(never argv, which /proc exposes); each stage reports on STATUS_FD, one Python-literal dict per line in
+the fixed schema launch.py checks, each carrying the plan's per-call token. The command's line holds what
+it read back from the kernel right before exec, so the server's report never claims a protection that
+did not fire.
 
 Start-up cost matters (it is paid by every command), so the launcher imports only builtins and small C
 modules: `_signal` instead of `signal` (which imports `enum`), `marshal` instead of `json` (`re`), no
@@ -11,19 +13,22 @@ modules: `_signal` instead of `signal` (which imports `enum`), `marshal` instead
 
 Three processes, each with one job:
 
-1. **supervisor** (this process, in the host pid namespace): new session, child subreaper, unshares the
-   namespaces (user, pid, mount, net, ipc, uts; as root the user namespace comes later, after the uid
-   switch, so that the command never holds host uid 0), writes the id maps, forks the init. On SIGTERM it
-   kills the whole sandbox; it exits when the init does.
+1. **supervisor** (this process, in the host pid namespace): dies with the server (PDEATHSIG, checked
+   against the server's pid in the plan), new session, child subreaper, unshares the namespaces (user,
+   pid, mount, net, ipc, uts; as root the user namespace comes later, after the uid switch, so that the
+   command never holds host uid 0), writes the id maps, turns non-dumpable (its /proc/PID/fd, which
+   holds the status pipe, closes to the command), forks the init. On SIGTERM it kills the whole sandbox;
+   it exits when the init does.
 2. **init** (pid 1 of the new pid namespace): dies with the supervisor (PDEATHSIG), makes mount
    propagation private, pivots into a private root made of the plan's `root` list only (rootfs.py:
-   read-only binds, the workdir read-write, a fresh /proc, private size-capped /tmp and /dev/shm), brings up `lo` for
-   `network = loopback`, forks the command, forwards signals to it, reaps zombies, and reports
+   read-only binds, the workdir read-write, a fresh /proc, private size-capped /tmp and /dev/shm), brings
+   up `lo` for `network = loopback`, forks the command, forwards signals to it, reaps zombies, and reports
    the exit status and rusage. When the command exits, init exits and the kernel kills every process left
    in the namespace (daemons, pipe-holding grandchildren).
 3. **command**: switches to the unprivileged uid, closes every inherited fd but 0-2, then in this order
    (later layers would block earlier ones): rlimits, PR_SET_NO_NEW_PRIVS, capabilities dropped, Landlock,
-   seccomp last, execve.
+   seccomp last; reads its own state back from the kernel (linux/measure.py: ids, /proc/self/status,
+   rlimits) and reports that, then execve.
 
 With `strict`, a requested layer that fails aborts before exec (fail closed) and the report names it.
 """
@@ -487,13 +492,22 @@ def main(argv: list[str]) -> int:
         print("usage: launcher.py PLAN_FD STATUS_FD (internal to hanzo-sandbox-mcp)", file=sys.stderr)
         return 2
     status = Reporter(int(argv[2]))
+    linux = sys.platform.startswith("linux")
+    if linux:
+        # Die with the server (SIGKILL of the server included): armed before anything else, the init and
+        # the command die with this process in turn. Nothing here changes the uid, which would clear it.
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     try:
         plan = _read_plan(int(argv[1]))
     except (OSError, ValueError, TypeError, KeyError, EOFError) as exc:
         status.send("abort", message=f"unreadable launch plan: {exc}", strict=False)
         return EXIT_SETUP_FAILED
     status.token = plan.status_token
-    if sys.platform.startswith("linux"):
+    if plan.parent_pid is not None and os.getppid() != plan.parent_pid:
+        # The server died before the signal was armed (we were re-parented): it will never come.
+        status.send("abort", message="the server that started this command has exited", strict=False)
+        return EXIT_SETUP_FAILED
+    if linux:
         return supervise(plan, status)
     return _run_unconfined(plan, status)
 

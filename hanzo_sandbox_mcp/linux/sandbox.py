@@ -264,7 +264,11 @@ class LinuxSandbox:
 
 
 def _probe(sandbox: LinuxSandbox) -> LaunchReport:
-    """Run the launcher once, synchronously, on /bin/true with every layer requested (not strict)."""
+    """Run the launcher once, synchronously, on /bin/true with every layer requested (not strict).
+
+    It may run in an anyio worker thread (`capabilities`, the service's start): the launcher's parent-death
+    signal fires when the thread that spawned it exits, and this thread blocks in `proc.wait()` until the
+    launcher is gone, so no worker thread ending can kill a launcher it started."""
     with tempfile.TemporaryDirectory(prefix="hanzo-probe-") as tmp:
         workdir = Path(tmp)
         policy = SandboxPolicy().with_workdir(workdir)

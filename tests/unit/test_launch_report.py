@@ -91,7 +91,8 @@ def test_seal_gives_every_call_its_own_token() -> None:
     second, _ = seal(PLAN.replace(status_token=""))
     assert len(first.status_token) == 32 and first.status_token != second.status_token
     assert report.plan == first
-    assert first.replace(status_token="") == PLAN.replace(status_token="")  # nothing else changed
+    assert first.parent_pid == os.getpid()  # the launcher's parent: its death kills the sandbox
+    assert first.replace(status_token="", parent_pid=None) == PLAN.replace(status_token="")  # nothing else
 
 
 # --- the events, one at a time -------------------------------------------------------------------------

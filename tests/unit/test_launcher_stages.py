@@ -389,6 +389,19 @@ def test_without_strict_a_failed_layer_is_reported_and_the_command_runs(launch: 
     assert run.stdout == b"ran\n"
 
 
+def test_a_launcher_whose_server_already_died_runs_nothing(launch: Any, workdir: Path) -> None:
+    """Re-parented before it armed its parent-death signal (the pid in the plan is not its parent): the
+    signal would never come, so it must not start a sandbox that nothing watches."""
+    run = launch(make_plan(workdir, ["sh", "-c", "echo ran"], parent_pid=os.getpid() + 1))
+    assert run.finish() == 125
+    assert run.names() == ["abort"]
+    assert run.events[0]["message"] == "the server that started this command has exited"
+    assert run.stdout == b""
+    # Control: the same plan naming its real parent runs.
+    control = launch(make_plan(workdir, ["sh", "-c", "echo ran"], parent_pid=os.getpid()))
+    assert control.finish() == 0 and control.stdout == b"ran\n"
+
+
 def test_wrong_arguments_print_usage() -> None:
     proc = subprocess.run(launcher_argv(0, 1)[:-1], capture_output=True, timeout=DEADLINE_S, env={}, check=False)
     assert proc.returncode == 2
