@@ -7,6 +7,10 @@ the fixed schema launch.py checks, each carrying the plan's per-call token. The 
 it read back from the kernel right before exec, so the server's report never claims a protection that
 did not fire.
 
+Everything is imported before the private root replaces the filesystem (and before the uid switch): the
+server's Python may live where the command cannot reach (pyenv under a 0700 /root), so nothing may be
+imported lazily after that, which is also why the program is looked up on PATH by hand (`_exec`).
+
 Start-up cost matters (it is paid by every command), so the launcher imports only builtins and small C
 modules: `_signal` instead of `signal` (which imports `enum`), `marshal` instead of `json` (`re`), no
 `typing` or `dataclasses` at run time.
@@ -35,6 +39,7 @@ With `strict`, a requested layer that fails aborts before exec (fail closed) and
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import sys
@@ -326,16 +331,34 @@ def _run_command(
 
 
 def _exec(plan: LaunchPlan, status: Reporter) -> int:
-    """execve the command (behind its wrapper); returns only on failure, with the shell's exit codes."""
+    """execve the command (behind its wrapper); returns only on failure, with the shell's exit codes: 127
+    when no PATH entry holds the program, 126 when one does but cannot be executed."""
     argv = [*plan.wrapper, *plan.argv]
-    try:
-        os.execvpe(argv[0], argv, plan.env)
-    except FileNotFoundError as exc:
-        status.send("exec_failed", message=f"{argv[0]}: command not found ({exc.strerror})")
+    error: OSError | None = None
+    for candidate in _program_paths(argv[0], plan.env.get("PATH")):
+        try:
+            os.execve(candidate, argv, plan.env)
+        except OSError as exc:
+            # Like execvp: a name missing from one directory is looked for in the next; any other error
+            # (EACCES, ENOEXEC, ...) is the answer unless a later directory holds a runnable program.
+            if error is None or error.errno in (errno.ENOENT, errno.ENOTDIR):
+                error = exc
+    if error is None or error.errno in (errno.ENOENT, errno.ENOTDIR):
+        why = error.strerror if error is not None else "PATH is empty"
+        status.send("exec_failed", message=f"{argv[0]}: command not found ({why})")
         return EXIT_NOT_FOUND
-    except OSError as exc:
-        status.send("exec_failed", message=f"{argv[0]}: cannot execute ({exc.strerror})")
-        return EXIT_NOT_EXECUTABLE
+    status.send("exec_failed", message=f"{argv[0]}: cannot execute ({error.strerror})")
+    return EXIT_NOT_EXECUTABLE
+
+
+def _program_paths(name: str, path_var: str | None) -> list[str]:
+    """Where to look for `name`, in the private root where the lookup must happen. Not `os.execvpe`: it
+    imports `warnings` lazily, which fails once the server's Python (under a 0700 /root, say) is out of
+    reach, so this is plain string work with nothing left to import."""
+    if "/" in name:
+        return [name]
+    entries = (os.defpath if path_var is None else path_var).split(":")
+    return [f"{entry or '.'}/{name}" for entry in entries]
 
 
 def _become_command_user(

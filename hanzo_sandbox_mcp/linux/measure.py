@@ -62,10 +62,16 @@ class StatusReader:
 def _ranges(path: str) -> list[tuple[int, int, int]]:
     out = []
     try:
-        with open(path) as handle:
-            for line in handle:
-                inside, outside, count = (int(field) for field in line.split())
-                out.append((inside, outside, count))
+        # Bytes through os.open, not open(): a text file may look up a codec, which would be an import
+        # after the pivot, where the server's Python may be out of reach.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, 1 << 16)
+        finally:
+            os.close(fd)
+        for line in data.splitlines():
+            inside, outside, count = (int(field) for field in line.split())
+            out.append((inside, outside, count))
     except (OSError, ValueError):
         pass  # no map readable: every id is unmapped (None)
     return out

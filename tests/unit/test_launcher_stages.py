@@ -326,6 +326,35 @@ def test_a_missing_program_reports_exec_failed(launch: Any, workdir: Path) -> No
     assert run.events[4]["exit_code"] == 127
 
 
+@pytest.mark.parametrize(
+    ("path_var", "exit_code", "message"),
+    [
+        ("{bad}:/usr/bin:/bin", 0, None),  # a non-executable match earlier on PATH: the search goes on
+        ("{bad}", 126, "hanzo-prog: cannot execute (Permission denied)"),
+        ("{empty}:/nowhere", 127, "hanzo-prog: command not found (No such file or directory)"),
+        ("", 127, "hanzo-prog: command not found (No such file or directory)"),  # "" is the cwd
+    ],
+    ids=["later-entry-wins", "only-unexecutable", "missing", "empty-path"],
+)
+def test_the_program_is_looked_up_on_path_like_the_shell(
+    launch: Any, workdir: Path, path_var: str, exit_code: int, message: str | None
+) -> None:
+    """The launcher's own PATH search (os.execvpe imports lazily, which fails after the pivot when the
+    server's Python is out of reach): 127 when nothing matches, 126 when only unexecutable files do."""
+    bad, empty = workdir / "bad", workdir / "empty"
+    bad.mkdir()
+    empty.mkdir()
+    (bad / "hanzo-prog").write_text("#!/bin/sh\necho bad\n")  # mode 0644: not executable
+    (workdir / "bin").mkdir()
+    os.symlink("/bin/true", workdir / "bin" / "hanzo-prog")
+    path = path_var.format(bad=bad, empty=empty).replace("/usr/bin:/bin", f"{workdir}/bin:/usr/bin:/bin")
+    run = launch(make_plan(workdir, ["hanzo-prog"], env={"PATH": path, "HOME": str(workdir)}))
+    run.finish()
+    assert run.wait_event("exit")["exit_code"] == exit_code
+    failed = [event["message"] for event in run.events if event["event"] == "exec_failed"]
+    assert failed == ([message] if message else [])
+
+
 def test_no_inherited_descriptor_reaches_the_command(launch: Any, workdir: Path) -> None:
     leak_r, leak_w = os.pipe()
     try:
