@@ -250,7 +250,7 @@ def _run_init(plan: LaunchPlan, status: Reporter, active: list[str], alive_fd: i
     command = os.fork()
     if command == 0:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
-        os._exit(_run_command(plan, status, uid, gid, is_root, setup["private_tmp"], "user" in active))
+        os._exit(_run_command(plan, status, uid, gid, is_root, setup["rootfs"], "user" in active))
 
     for signum in _FORWARDED:
         signal.signal(signum, lambda signum, _frame: _kill(command, signum))
@@ -308,7 +308,7 @@ def _setup_namespaces(
 
 
 def _run_command(
-    plan: LaunchPlan, status: Reporter, uid: int, gid: int, is_root: bool, private_tmp: bool, in_userns: bool
+    plan: LaunchPlan, status: Reporter, uid: int, gid: int, is_root: bool, private_root: bool, in_userns: bool
 ) -> int:
     for signum in _RESET_AT_EXEC:
         signal.signal(signum, signal.SIG_DFL)
@@ -320,7 +320,7 @@ def _run_command(
         _enter_workdir(plan)
         _close_inherited_fds(status.fd)
         proc_status = measure.StatusReader()  # opened before Landlock, which need not grant /proc
-        landlock_abi, filters_before = _confine(plan, private_tmp, proc_status, errors)
+        landlock_abi, filters_before = _confine(plan, private_root, proc_status, errors)
     except Aborted as exc:
         status.send("abort", message=str(exc), strict=exc.strict)
         return EXIT_SETUP_FAILED
@@ -411,7 +411,7 @@ def _close_inherited_fds(status_fd: int) -> None:
 
 
 def _confine(
-    plan: LaunchPlan, private_tmp: bool, proc_status: measure.StatusReader, errors: dict[str, str]
+    plan: LaunchPlan, private_root: bool, proc_status: measure.StatusReader, errors: dict[str, str]
 ) -> tuple[int | None, int | None]:
     """rlimits, no_new_privs, capabilities, Landlock, seccomp last (each earlier step would be blocked by
     a later one). Returns the Landlock ABI that restrict_self enforced (None: none) and the number of
@@ -435,12 +435,18 @@ def _confine(
     landlock_abi = None
     if plan.landlock is not None:
         spec = plan.landlock
-        # /tmp and /dev/shm are writable only when they are this call's own tmpfs, never the host's.
-        read_write = (*spec.read_write, "/tmp", "/dev/shm") if private_tmp else spec.read_write
+        # /tmp and /dev/shm are writable only when they are this call's own tmpfs, never the host's; and
+        # `/` is listable only when it is the private root (which holds the allowlist only), never the
+        # host's root (whose listing shows every other session's and user's directory names).
+        read_write = (*spec.read_write, "/tmp", "/dev/shm") if private_root else spec.read_write
         try:
             # restrict_self raises unless the kernel returned 0, so an ABI here is one in force.
             landlock_abi = landlock.restrict_self(
-                spec.read_exec, read_write, deny_tcp=spec.deny_tcp, scope=spec.scope
+                spec.read_exec,
+                read_write,
+                deny_tcp=spec.deny_tcp,
+                scope=spec.scope,
+                list_only=("/",) if private_root else (),
             ).abi
         except OSError as exc:
             _failed(plan, errors, "landlock", exc)
