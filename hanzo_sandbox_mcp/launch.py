@@ -23,6 +23,7 @@ import ast
 import logging
 import os
 import secrets
+import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from typing import Any
 
 from .launch_plan import NAMESPACE_NAMES, LaunchPlan
 
-__all__ = ["LAUNCHER", "MAX_STATUS_LINE", "LaunchReport", "launcher_argv", "seal"]
+__all__ = ["LAUNCHER", "MAX_STATUS_LINE", "LaunchReport", "launcher_argv", "seal", "start_launcher"]
 
 LAUNCHER = Path(__file__).with_name("launcher.py")
 #: Longer lines are rejected unparsed (the launcher shortens its texts to stay below PIPE_BUF).
@@ -43,6 +44,46 @@ def launcher_argv(plan_fd: int, status_fd: int) -> list[str]:
     """The launcher runs with the server's interpreter in isolated mode, without site (fast start). Byte
     code caching stays on: recompiling the layer modules on every call would cost milliseconds."""
     return [sys.executable, "-I", "-S", str(LAUNCHER), str(plan_fd), str(status_fd)]
+
+
+def start_launcher(
+    wire: bytes,
+    *,
+    capture: bool = False,
+    extra_fds: tuple[int, ...] = (),
+    argv_for: Callable[[int, int], list[str]] = launcher_argv,
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start the launcher synchronously (the probe, tests, tools; the runner has its async twin) with
+    `wire` (a plan's `to_wire()`, or anything, to test refusals) already written to its plan pipe.
+    Returns the process and the read end of its status pipe, which the caller reads and closes; stdout
+    and stderr are pipes with `capture`, else /dev/null. A plan is a few KB: it fits in the pipe buffer,
+    so writing it before anything is read cannot block."""
+    plan_r, plan_w = os.pipe()
+    status_r, status_w = os.pipe()
+    output = subprocess.PIPE if capture else subprocess.DEVNULL
+    try:
+        proc = subprocess.Popen(
+            argv_for(plan_r, status_w),
+            pass_fds=(plan_r, status_w, *extra_fds),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+            env={},
+        )
+    except BaseException:
+        for fd in (plan_w, status_r):
+            os.close(fd)
+        raise
+    finally:
+        os.close(plan_r)
+        os.close(status_w)
+    try:
+        os.write(plan_w, wire)
+    except BrokenPipeError:
+        pass  # the launcher died early; its status or exit code says why
+    finally:
+        os.close(plan_w)
+    return proc, status_r
 
 
 def seal(plan: LaunchPlan) -> tuple[LaunchPlan, LaunchReport]:

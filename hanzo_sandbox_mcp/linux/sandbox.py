@@ -10,14 +10,13 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..env_scrub import scrub_env
 from ..errors import SandboxUnavailable
-from ..launch import LaunchReport, launcher_argv, seal
+from ..launch import LaunchReport, seal, start_launcher
 from ..launch_plan import NAMESPACE_NAMES, LandlockSpec, LaunchPlan, RootSpec
 from ..policy import NetworkMode, SandboxPolicy
 from ..protection import EffectiveProtection, Layer, LayerStatus
@@ -276,25 +275,7 @@ def _probe(sandbox: LinuxSandbox) -> LaunchReport:
         if os.geteuid() == 0:
             os.chown(workdir, uid, gid)
         plan, report = seal(sandbox.harden(["true"], policy, env={"PATH": "/usr/bin:/bin"}))
-        plan_r, plan_w = os.pipe()
-        status_r, status_w = os.pipe()
-        try:
-            proc = subprocess.Popen(
-                launcher_argv(plan_r, status_w),
-                pass_fds=(plan_r, status_w),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                env={},
-            )
-        finally:
-            os.close(plan_r)
-            os.close(status_w)
-        try:
-            with os.fdopen(plan_w, "wb") as plan_pipe:
-                plan_pipe.write(plan.to_wire())
-        except BrokenPipeError:
-            pass
+        proc, status_r = start_launcher(plan.to_wire())
         with os.fdopen(status_r, "rb") as status_pipe:
             report.feed_all(status_pipe.read())
         proc.wait()

@@ -51,16 +51,21 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": f"{REPO_ROOT}:{site}", "LANG": "C.UTF-8"}
 
 
-def _run_cli(server_python: str, tmp_path: Path, *argv: str) -> dict:
-    proc = subprocess.run(
-        [server_python, "-m", "hanzo_sandbox_mcp", "run", "--json", "--", *argv],
+def _server_side(server_python: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The server's Python running `args`, with this checkout's package and dependencies."""
+    return subprocess.run(
+        [server_python, *args],
         capture_output=True,
         text=True,
         env=_env(tmp_path),
         cwd=str(tmp_path),
-        timeout=60,
+        timeout=120,
         check=False,
     )
+
+
+def _run_cli(server_python: str, tmp_path: Path, *argv: str) -> dict:
+    proc = _server_side(server_python, tmp_path, "-m", "hanzo_sandbox_mcp", "run", "--json", "--", *argv)
     assert proc.stdout.startswith("{"), proc.stderr
     return json.loads(proc.stdout)
 
@@ -114,22 +119,10 @@ def test_run_command_and_run_python_through_the_service(server_python: str, tmp_
     sessions = Path(tempfile.mkdtemp(prefix="hanzo-unreachable-python-", dir="/var/tmp"))
     sessions.chmod(0o711)
     try:
-        proc = _run_service(server_python, tmp_path, sessions)
+        proc = _server_side(server_python, tmp_path, "-c", SERVICE_SCRIPT, str(sessions))
     finally:
         shutil.rmtree(sessions, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr
     command, code = (json.loads(line) for line in proc.stdout.splitlines()[-2:])
     assert (command["exit_code"], command["stdout"]) == (0, "42\nbin\n"), command
     assert (code["exit_code"], code["stdout"]) == (0, "True\n"), code
-
-
-def _run_service(server_python: str, tmp_path: Path, sessions: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [server_python, "-c", SERVICE_SCRIPT, str(sessions)],
-        capture_output=True,
-        text=True,
-        env=_env(tmp_path),
-        cwd=str(tmp_path),
-        timeout=120,
-        check=False,
-    )

@@ -10,12 +10,11 @@ strict `LaunchReport`, so the test sees exactly what the server would report.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from hanzo_sandbox_mcp.launch import LaunchReport, seal
+from hanzo_sandbox_mcp.launch import LaunchReport, seal, start_launcher
 from hanzo_sandbox_mcp.launch_plan import LaunchPlan
 
 __all__ = ["LauncherRun", "run_launcher"]
@@ -42,30 +41,18 @@ def run_launcher(plan: LaunchPlan, *, mutation: str = "", timeout_s: float = 30.
     """The launcher's whole run (bounded by `timeout_s`); status lines are at most a few KB, so the pipe
     never fills while the launcher runs."""
     sealed, report = seal(plan)
-    plan_r, plan_w = os.pipe()
-    status_r, status_w = os.pipe()
     code = _MAIN.format(root=str(REPO_ROOT), mutation=mutation)
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", code, str(plan_r), str(status_w)],
-            pass_fds=(plan_r, status_w),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env={},
-        )
-    finally:
-        os.close(plan_r)
-        os.close(status_w)
-    try:
-        with os.fdopen(plan_w, "wb") as pipe:
-            pipe.write(sealed.to_wire())
-        out, err = proc.communicate(timeout=timeout_s)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        os.close(status_r)
-        raise
+    proc, status_r = start_launcher(
+        sealed.to_wire(),
+        capture=True,
+        argv_for=lambda plan_fd, status_fd: [sys.executable, "-I", "-S", "-c", code, str(plan_fd), str(status_fd)],
+    )
     with os.fdopen(status_r, "rb") as status:
+        try:
+            out, err = proc.communicate(timeout=timeout_s)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
         report.feed_all(status.read())
     return LauncherRun(report, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))

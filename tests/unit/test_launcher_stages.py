@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from support.processes import marker_pids, unique_sleep, wait_marker_gone
 
-from hanzo_sandbox_mcp.launch import LaunchReport, launcher_argv
+from hanzo_sandbox_mcp.launch import LaunchReport, launcher_argv, start_launcher
 from hanzo_sandbox_mcp.launch_plan import NAMESPACE_NAMES, LandlockSpec, LaunchPlan, RootSpec
 from hanzo_sandbox_mcp.linux.paths import RW_DEVICES, SYSTEM_READ_PATHS, python_paths
 
@@ -97,27 +97,8 @@ class Launch:
     def __init__(self, plan: LaunchPlan | bytes, *, extra_fds: tuple[int, ...] = ()) -> None:
         self.report = LaunchReport(plan=plan if isinstance(plan, LaunchPlan) else None)
         self.token = plan.status_token if isinstance(plan, LaunchPlan) else ""
-        plan_r, plan_w = os.pipe()
-        status_r, status_w = os.pipe()
-        try:
-            self.proc = subprocess.Popen(
-                launcher_argv(plan_r, status_w),
-                pass_fds=(plan_r, status_w, *extra_fds),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env={},
-            )
-        finally:
-            os.close(plan_r)
-            os.close(status_w)
         raw = plan if isinstance(plan, bytes) else plan.to_wire()
-        try:
-            os.write(plan_w, raw)  # a plan is a few KB: it fits in the pipe buffer
-        except BrokenPipeError:
-            pass
-        finally:
-            os.close(plan_w)
+        self.proc, status_r = start_launcher(raw, capture=True, extra_fds=extra_fds)
         self.status_fd = status_r
         self.events: list[dict[str, Any]] = []
         self._pending = b""
