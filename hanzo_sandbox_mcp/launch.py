@@ -271,6 +271,7 @@ class LaunchReport:
     rejected: int = 0
     """Lines rejected (forged, garbled or out of order); none of them changed a field."""
     stage: str = "start"
+    """The last event accepted ("closed" after an unsealed abort): which events may come next (`_NEXT`)."""
 
     @property
     def capabilities_empty(self) -> bool:
