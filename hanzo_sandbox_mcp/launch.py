@@ -25,12 +25,13 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .launch_plan import NAMESPACE_NAMES, LaunchPlan
+from .linux import measure
 
 __all__ = ["LAUNCHER", "MAX_STATUS_LINE", "LaunchReport", "launcher_argv", "seal", "start_launcher"]
 
@@ -323,57 +324,11 @@ class LaunchReport:
         self.errors.update(fields["errors"])
         self.user_ns = fields["user_ns"]
         self.landlock_abi = fields["landlock_abi"]
-        self.uid, self.gid = _one_id(fields["uids"]), _one_id(fields["gids"])
+        self.uid, self.gid = measure.one_id(fields["uids"]), measure.one_id(fields["gids"])
         groups = fields["groups"]
         self.groups = None if None in groups else tuple(groups)
         self.capabilities = fields["caps"]
-        self.no_new_privs = fields["no_new_privs"] == 1
-        filters = fields["seccomp_filters"]
-        # Mode 2 alone could be a container's filter around the server: ours must have added one.
-        self.seccomp = fields["seccomp_mode"] == 2 and (filters is None or filters >= 1)
-        self.rlimits, rlimit_error = _judge_rlimits(fields["rlimits"], self.plan.rlimits if self.plan else None)
-        if self.plan is not None:
-            self._explain_disagreements(fields, rlimit_error)
-
-    def _explain_disagreements(self, fields: dict[str, Any], rlimit_error: str | None) -> None:
-        """A layer the plan asked for that the readings do not show gets a reason, unless the launcher
-        already gave one (its step failed)."""
-        plan = self.plan
-        assert plan is not None
-        confined = plan.no_new_privs or plan.landlock is not None or plan.seccomp_bpf is not None
-        checks = (
-            ("no_new_privs", confined and not self.no_new_privs, f"NoNewPrivs reads {fields['no_new_privs']}"),
-            (
-                "seccomp",
-                plan.seccomp_bpf is not None and not self.seccomp,
-                f"Seccomp reads {fields['seccomp_mode']}, filters added {fields['seccomp_filters']}",
-            ),
-            ("rlimits", rlimit_error is not None, rlimit_error),
-            (
-                "uid_drop",
-                plan.uid is not None and (self.uid, self.gid) != (plan.uid, plan.gid),
-                f"the command runs as host uid {self.uid} gid {self.gid}, the plan asked for {plan.uid}/{plan.gid}",
-            ),
-        )
-        for key, disagrees, reading in checks:
-            if disagrees and key not in self.errors:
-                self.errors[key] = f"requested, but the read-back shows it is not in force ({reading})"
-
-
-def _one_id(ids: list[int | None]) -> int | None:
-    """The id when real, effective and saved agree (the saved one may be unknown); None otherwise."""
-    known = {value for value in ids if value is not None}
-    return known.pop() if len(known) == 1 and ids[0] is not None and ids[1] is not None else None
-
-
-def _judge_rlimits(read_back: dict[str, list[int]], wanted: Mapping[str, int] | None) -> tuple[bool, str | None]:
-    """In force: every planned limit reads back with soft == hard, finite, and no looser than planned (the
-    launcher may clamp to a lower inherited hard limit). Without a plan nothing can be judged: False."""
-    if not wanted:
-        return False, None
-    wrong = [
-        f"{name} reads {read_back.get(name)}, planned {value}"
-        for name, value in wanted.items()
-        if (limits := read_back.get(name)) is None or limits[0] != limits[1] or not 0 <= limits[0] <= value
-    ]
-    return (False, "; ".join(wrong)) if wrong else (True, None)
+        in_force, reasons = measure.judge(self.plan, fields)
+        self.no_new_privs, self.seccomp, self.rlimits = (in_force[k] for k in ("no_new_privs", "seccomp", "rlimits"))
+        for layer, why in reasons.items():
+            self.errors.setdefault(layer, why)  # the launcher's own error for a failed step comes first

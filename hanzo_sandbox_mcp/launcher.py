@@ -34,7 +34,8 @@ Three processes, each with one job:
    seccomp last; reads its own state back from the kernel (linux/measure.py: ids, /proc/self/status,
    rlimits) and reports that, then execve.
 
-With `strict`, a requested layer that fails aborts before exec (fail closed) and the report names it.
+With `strict`, a requested layer that fails, or reads back as not in force (measure.judge), aborts before
+exec (fail closed) and the report names it.
 """
 
 from __future__ import annotations
@@ -326,6 +327,13 @@ def _run_command(
         return EXIT_SETUP_FAILED
     readings = _measure(plan, host_ids, in_userns or own_userns, proc_status, filters_before, errors)
     proc_status.close()
+    # Under strict, fail closed on what the kernel says, not only on a step that raised: a layer that reads
+    # back as missing (a bug, or a mutation) stops the command before exec.
+    missing = measure.judge(plan, readings)[1] if plan.strict else {}
+    if missing:
+        layers = "; ".join(f"{layer}: {why}" for layer, why in missing.items())
+        status.send("abort", message=f"strict policy: a layer is not in force ({layers})", strict=True)
+        return EXIT_SETUP_FAILED
     status.send("applied", errors=errors, user_ns=in_userns or own_userns, landlock_abi=landlock_abi, **readings)
     return _exec(plan, status)
 

@@ -6,6 +6,10 @@ namespace `getuid()` answers in that namespace's ids (an unmapped host root read
 65534), so ids are mapped back through `/proc/self/uid_map` and `gid_map` to the ids of the namespace the
 launcher was started in (the server's); an id the map does not cover is None, never a guess.
 
+The readings are judged here too (`judge`), by the same rules in both places that need them: the
+launcher, which under `strict` refuses to exec when a layer the plan asked for does not read back as in
+force, and the server's `LaunchReport`, which reports it missing with the reading.
+
 Also imported on macOS (`_run_unconfined`): everything here degrades to None where Linux interfaces are
 missing.
 """
@@ -17,11 +21,14 @@ import resource
 
 from .rlimits import RLIMIT_NAMES
 
-__all__ = ["CAPABILITY_SETS", "StatusReader", "ids", "read_rlimits"]
+__all__ = ["CAPABILITY_SETS", "StatusReader", "ids", "judge", "one_id", "read_rlimits"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from typing import Any
+
+    from ..launch_plan import LaunchPlan
 
 #: /proc/self/status capability lines -> the keys the report uses.
 CAPABILITY_SETS = {"CapInh": "inh", "CapPrm": "prm", "CapEff": "eff", "CapBnd": "bnd", "CapAmb": "amb"}
@@ -104,3 +111,56 @@ def ids(mapped: bool) -> dict[str, list[int | None]]:
 def read_rlimits(names: Iterable[str]) -> dict[str, list[int]]:
     """(soft, hard) of each named limit as the kernel holds it now (-1 is unlimited)."""
     return {name: list(resource.getrlimit(RLIMIT_NAMES[name])) for name in names if name in RLIMIT_NAMES}
+
+
+def one_id(values: list[int | None]) -> int | None:
+    """The id when real, effective and saved agree (the saved one may be unknown); None otherwise."""
+    known = {value for value in values if value is not None}
+    return known.pop() if len(known) == 1 and values[0] is not None and values[1] is not None else None
+
+
+def _rlimits_wrong(read_back: dict[str, list[int]], wanted: dict[str, int]) -> list[str]:
+    """In force: soft == hard, finite, no looser than planned (the launcher may clamp to a lower inherited
+    hard limit, which is stricter)."""
+    return [
+        f"{name} reads {read_back.get(name)}, planned {value}"
+        for name, value in wanted.items()
+        if (limits := read_back.get(name)) is None or limits[0] != limits[1] or not 0 <= limits[0] <= value
+    ]
+
+
+def judge(plan: LaunchPlan | None, readings: dict[str, Any]) -> tuple[dict[str, bool], dict[str, str]]:
+    """(whether each layer is in force, and why not for each one `plan` asked for that the readings do
+    not show). Without a plan no rlimit can be judged (False) and nothing was asked for."""
+    filters = readings["seccomp_filters"]
+    wrong = _rlimits_wrong(readings["rlimits"], plan.rlimits) if plan is not None and plan.rlimits else None
+    in_force = {
+        "no_new_privs": readings["no_new_privs"] == 1,
+        # Mode 2 alone could be a container's filter around the server: ours must have added one.
+        "seccomp": readings["seccomp_mode"] == 2 and (filters is None or filters >= 1),
+        "rlimits": wrong == [],
+    }
+    if plan is None:
+        return in_force, {}
+    uid, gid = one_id(readings["uids"]), one_id(readings["gids"])
+    planned_gid = plan.gid if plan.gid is not None else plan.uid
+    checks = (
+        (
+            "no_new_privs",
+            plan.no_new_privs or plan.landlock is not None or plan.seccomp_bpf is not None,
+            f"NoNewPrivs reads {readings['no_new_privs']}",
+        ),
+        ("seccomp", plan.seccomp_bpf is not None, f"Seccomp reads {readings['seccomp_mode']}, filters added {filters}"),
+        ("rlimits", bool(plan.rlimits), "; ".join(wrong or ())),
+    )
+    reasons = {
+        layer: f"requested, but the read-back shows it is not in force ({reading})"
+        for layer, wanted, reading in checks
+        if wanted and not in_force[layer]
+    }
+    if plan.uid is not None and (uid, gid) != (plan.uid, planned_gid):
+        reasons["uid_drop"] = (
+            f"requested, but the read-back shows it is not in force (the command runs as host uid {uid} gid "
+            f"{gid}, the plan asked for {plan.uid}/{planned_gid})"
+        )
+    return in_force, reasons

@@ -130,3 +130,37 @@ def test_the_report_agrees_with_the_commands_own_view(linux: LinuxSandbox, workd
     assert out.splitlines()[-1] == str(plan.rlimits["nofile"])
     if IS_ROOT:
         assert protection.groups == () and seen["Groups"] == ""
+
+
+@pytest.mark.parametrize(
+    ("mutation", "layer"),
+    [
+        pytest.param(
+            SKIP_UID_SWITCH,
+            "uid_drop",
+            marks=pytest.mark.skipif(not IS_ROOT, reason="only a root server switches uids"),
+        ),
+        (SKIP_RLIMITS, "rlimits"),
+        (SKIP_SECCOMP, "seccomp"),
+    ],
+    ids=["uid_drop", "rlimits", "seccomp"],
+)
+def test_strict_refuses_to_exec_when_a_layer_reads_back_missing(
+    linux: LinuxSandbox, open_workdir: Path, mutation: str, layer: str
+) -> None:
+    """The broken step raised nothing, so only the read-back can tell: under strict it stops the command."""
+    policy = SandboxPolicy(strict=True).with_workdir(open_workdir)
+    plan = linux.harden(["/bin/sh", "-c", "touch ran"], policy, env={"PATH": "/usr/bin:/bin"})
+    if layer == "seccomp" and plan.seccomp_bpf is None:
+        pytest.skip("libseccomp cannot build a filter here: there is no seccomp layer to skip")
+    if layer == "uid_drop":
+        # Without the user namespace step, which would fail first: a process still host root may map only
+        # its own uid 0 into it, not 65534.
+        plan = plan.replace(namespaces=tuple(n for n in plan.namespaces if n != "user"))
+    control = run_launcher(plan)  # positive control: strict and unbroken, the command runs
+    assert control.report.abort is None and (open_workdir / "ran").exists(), control
+    (open_workdir / "ran").unlink()
+    broken = run_launcher(plan, mutation=mutation)
+    assert broken.report.abort_strict, broken
+    assert broken.report.abort is not None and f"{layer}: requested, but the read-back" in broken.report.abort
+    assert not (open_workdir / "ran").exists(), "the command ran although a layer was missing"
