@@ -108,8 +108,10 @@ def test_sandbox_sees_and_kills_its_own_processes_positive_control(sandbox_run):
     """ps and kill work inside: the denials are not a broken ps or kill."""
     inner = unique_sleep()
     result = sandbox_run(
-        f"sleep {inner} & p=$!; ps -o args= -p $p; kill -9 $p && echo KILLED; wait $p; "
-        "test -e /proc/$p && echo STILL-THERE; true"
+        # ps shows the shell's command line until the child has exec'd sleep: wait for that (bounded).
+        f"sleep {inner} & p=$!; for i in $(seq 100); do a=$(ps -o args= -p $p); "
+        f'[ "$a" = "sleep {inner}" ] && break; sleep 0.05; done; echo "$a"; '
+        "kill -9 $p && echo KILLED; wait $p; test -e /proc/$p && echo STILL-THERE; true"
     )
     assert result.exit_code == 0, result
     assert result.stdout.splitlines()[0].strip() == f"sleep {inner}", result.stdout
