@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .config import Settings
 from .errors import RequestError
+from .filenames import display_path, escape_name, quoted
 from .linux.paths import reachable_by
 from .policy import NetworkMode, SandboxMode
 from .protection import EffectiveProtection, LayerStatus
@@ -157,15 +158,22 @@ class SessionClosed(BaseModel):
     closed: bool = Field(description="True: the session ended and its workdir was deleted.")
 
 
+_ESCAPED_NAMES = (
+    "Names are escaped so any file name fits in text: a byte that is not UTF-8 or belongs to a control "
+    "character is %XX, and a '%' followed by two hex digits is %25; pass names back exactly as listed."
+)
+
+
 class FileEntry(BaseModel):
     """One entry of a workdir listing (symbolic links are reported, never followed)."""
 
     model_config = ConfigDict(frozen=True)
 
-    name: str
-    path: str = Field(description="Path relative to the workdir.")
+    name: str = Field(description=f"The file name. {_ESCAPED_NAMES}")
+    path: str = Field(description="Path relative to the workdir, escaped like the name.")
     type: Literal["file", "directory", "symlink", "other"]
     size: int = Field(description="Size in bytes (of the link itself for a symlink).")
+    escaped: bool = Field(False, description="True when the name on disk differs from `name` (it was escaped).")
 
 
 class FileListing(BaseModel):
@@ -174,7 +182,7 @@ class FileListing(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     session_id: str
-    path: str = Field(description="The listed directory, relative to the workdir ('' for the workdir).")
+    path: str = Field(description="The listed directory, relative to the workdir ('' for the workdir), escaped.")
     entries: tuple[FileEntry, ...]
     truncated: bool = Field(description=f"More than {MAX_LIST_ENTRIES} entries: only the first are listed.")
 
@@ -494,7 +502,7 @@ class SandboxService:
         parts = relative_parts(path, session.workdir)
         listing = await anyio.to_thread.run_sync(_list_directory, session.workdir, parts)
         entries, truncated = listing
-        return FileListing(session_id=session.id, path="/".join(parts), entries=entries, truncated=truncated)
+        return FileListing(session_id=session.id, path=display_path(parts), entries=entries, truncated=truncated)
 
     async def read_file(self, session_id: str, path: str, *, max_bytes: int = MAX_READ_BYTES) -> FileContent:
         """Read a regular file of a session workdir, up to `max_bytes` (larger files are refused)."""
@@ -503,7 +511,7 @@ class SandboxService:
         if not parts:
             raise RequestError("pass the path of a file inside the workdir; list it with list_files")
         data = await anyio.to_thread.run_sync(_read_regular_file, session.workdir, parts, max_bytes)
-        return FileContent(session_id=session.id, path="/".join(parts), size=len(data), data=data)
+        return FileContent(session_id=session.id, path=display_path(parts), size=len(data), data=data)
 
     # -- reporting -------------------------------------------------------------------------------------
 
@@ -631,7 +639,7 @@ def _workdir_subdir(workdir: Path, cwd: str | None) -> str | None:
         return None
     fd = open_beneath(workdir, parts, os.O_RDONLY | os.O_DIRECTORY)
     os.close(fd)
-    return "/".join(parts)
+    return os.path.join(*parts)  # the str os.open turns back into the names' exact bytes
 
 
 def _write_script(session: Session, code: str) -> str:
@@ -679,7 +687,7 @@ def _remove_script(workdir: Path, name: str) -> None:
 
 def _list_directory(workdir: Path, parts: tuple[str, ...]) -> tuple[tuple[FileEntry, ...], bool]:
     fd = open_beneath(workdir, parts, os.O_RDONLY | os.O_DIRECTORY)
-    prefix = "/".join(parts)
+    prefix = display_path(parts)
     entries: list[FileEntry] = []
     truncated = False
     try:
@@ -701,8 +709,11 @@ def _list_directory(workdir: Path, parts: tuple[str, ...]) -> tuple[tuple[FileEn
                     kind = "file"
                 else:
                     kind = "other"
-                path = f"{prefix}/{entry.name}" if prefix else entry.name
-                entries.append(FileEntry(name=entry.name, path=path, type=kind, size=st.st_size))
+                raw = os.fsencode(entry.name)
+                name = escape_name(raw)
+                path = f"{prefix}/{name}" if prefix else name
+                escaped = name.encode("utf-8") != raw
+                entries.append(FileEntry(name=name, path=path, type=kind, size=st.st_size, escaped=escaped))
     finally:
         os.close(fd)
     entries.sort(key=lambda e: e.name)
@@ -710,17 +721,17 @@ def _list_directory(workdir: Path, parts: tuple[str, ...]) -> tuple[tuple[FileEn
 
 
 def _read_regular_file(workdir: Path, parts: tuple[str, ...], max_bytes: int) -> bytes:
-    shown = "/".join(parts)
+    shown = quoted(display_path(parts))
     fd = open_beneath(workdir, parts, os.O_RDONLY)
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
-            raise RequestError(f"{shown!r} is a directory; list it with list_files")
+            raise RequestError(f"{shown} is a directory; list it with list_files")
         if not stat.S_ISREG(st.st_mode):
-            raise RequestError(f"{shown!r} is not a regular file (a FIFO, socket or device); it cannot be read")
+            raise RequestError(f"{shown} is not a regular file (a FIFO, socket or device); it cannot be read")
         if st.st_size > max_bytes:
             raise RequestError(
-                f"{shown!r} is {st.st_size} bytes, over the {max_bytes}-byte read limit; read a part with "
+                f"{shown} is {st.st_size} bytes, over the {max_bytes}-byte read limit; read a part with "
                 "run_command (head -c, tail -c, sed -n) or compress it first"
             )
         chunks: list[bytes] = []
@@ -732,7 +743,7 @@ def _read_regular_file(workdir: Path, parts: tuple[str, ...], max_bytes: int) ->
             chunks.append(chunk)
             total += len(chunk)
         if total > max_bytes:
-            raise RequestError(f"{shown!r} grew past the {max_bytes}-byte read limit while being read")
+            raise RequestError(f"{shown} grew past the {max_bytes}-byte read limit while being read")
         return b"".join(chunks)
     finally:
         os.close(fd)

@@ -48,6 +48,7 @@ import anyio.to_thread
 
 from .config import SessionSettings
 from .errors import RequestError, SessionLimitReached, SessionNotFound
+from .filenames import display_path, quoted, unescape_name
 from .linux.paths import reachable_by
 from .workdir import create_workdir
 
@@ -304,21 +305,20 @@ class SessionManager:
         if session.closed:
             raise SessionNotFound(f"session {session.id} has ended; omit session_id or call create_session")
         session.active += 1
+        admitted = False
         try:
             with anyio.CancelScope() as scope:
                 session._scopes.add(scope)
                 try:
                     async with session.limiter:
                         if session.closed:
-                            raise SessionNotFound(
-                                f"session {session.id} was closed while this call waited; "
-                                "omit session_id or call create_session"
-                            )
+                            raise _closed_during(session, admitted=False)
+                        admitted = True
                         yield scope
                 finally:
                     session._scopes.discard(scope)
             if scope.cancelled_caught:
-                raise SessionNotFound(f"session {session.id} was closed while this call ran; its processes were killed")
+                raise _closed_during(session, admitted=admitted)
         finally:
             session.active -= 1
             session.last_used = self._clock()
@@ -329,6 +329,16 @@ class SessionManager:
 
     def _make_workdir(self) -> Path:
         return create_workdir(self.root, "w-", self._owner)
+
+
+def _closed_during(session: Session, *, admitted: bool) -> SessionNotFound:
+    """The truth about a call whose session was closed under it: it never ran, or what it started died."""
+    what = (
+        "while this call ran or waited for a server slot; whatever it had started was killed"
+        if admitted
+        else "while this call waited for a slot in it; the call never ran"
+    )
+    return SessionNotFound(f"session {session.id} was closed {what}. Omit session_id or call create_session")
 
 
 def _default_parent() -> Path:
@@ -351,8 +361,10 @@ def _short(session_id: str) -> str:
 def relative_parts(path: str | None, workdir: Path) -> tuple[str, ...]:
     """Split a user-supplied path into components inside `workdir`; RequestError when it would leave it.
 
-    Accepts a path relative to the workdir or an absolute one under it. `.` and empty components are
-    dropped; `..` is refused outright (never resolved), as is a NUL byte.
+    Accepts a path relative to the workdir or an absolute one under it, each component in the escaped
+    form that listings show (see `filenames`): `%FF` names the byte 0xFF. `.` and empty components are
+    dropped; `..` is refused outright (never resolved), as is a NUL byte or a '/' inside a component, even
+    when written as `%2E%2E`, `%00` or `%2F`. Each component is returned as `os.fsdecode(raw bytes)`.
     """
     if path is None:
         return ()
@@ -363,19 +375,32 @@ def relative_parts(path: str | None, workdir: Path) -> tuple[str, ...]:
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:
-        raise RequestError("path is not valid Unicode (it holds a lone surrogate); send UTF-8 text") from None
+        raise RequestError(
+            "path is not valid Unicode (it holds a lone surrogate); send UTF-8 text, and write a byte that "
+            "is not UTF-8 as %XX, as list_files shows it"
+        ) from None
     pure = PurePosixPath(path)
     if pure.is_absolute():
         try:
             pure = pure.relative_to(PurePosixPath(workdir))
         except ValueError:
             raise RequestError(
-                f"{path!r} is outside the session workdir {workdir}; pass a path relative to the workdir"
+                f"{quoted(path)} is outside the session workdir {workdir}; pass a path relative to the workdir"
             ) from None
-    parts = tuple(part for part in pure.parts if part not in ("", "."))
-    if ".." in parts:
-        raise RequestError(f"{path!r} contains '..'; pass a path inside the session workdir without '..'")
-    return parts
+    parts: list[str] = []
+    for part in pure.parts:
+        raw = unescape_name(part)
+        if raw in (b"", b"."):
+            continue
+        if raw == b"..":
+            raise RequestError(f"{quoted(path)} contains '..'; pass a path inside the session workdir without '..'")
+        if b"/" in raw or b"\x00" in raw:
+            raise RequestError(
+                f"{quoted(path)} has a component that unescapes to a '/' or NUL byte (%2F, %00), which no file "
+                "name holds; pass the name exactly as list_files shows it"
+            )
+        parts.append(os.fsdecode(raw))
+    return tuple(parts)
 
 
 def open_beneath(workdir: Path, parts: tuple[str, ...], flags: int = os.O_RDONLY) -> int:
@@ -387,7 +412,6 @@ def open_beneath(workdir: Path, parts: tuple[str, ...], flags: int = os.O_RDONLY
     Raises RequestError with a message for the model.
     """
     dir_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    shown = "/".join(parts) or "."
     try:
         fd = os.open(workdir, dir_flags)
     except OSError as exc:
@@ -401,23 +425,27 @@ def open_beneath(workdir: Path, parts: tuple[str, ...], flags: int = os.O_RDONLY
             fd = next_fd
     except OSError as exc:
         os.close(fd)
-        raise _path_error(shown, exc) from None
+        raise _path_error(display_path(parts) or ".", exc) from None
     return fd
 
 
-def _path_error(shown: str, exc: OSError) -> RequestError:
+def _path_error(path: str, exc: OSError) -> RequestError:
+    """Why `path` (escaped, as listings show it) cannot be opened, for the model."""
+    shown = quoted(path)
     if exc.errno == errno.ENOENT:
-        return RequestError(f"{shown!r} does not exist in the session workdir; list it with list_files")
+        return RequestError(f"{shown} does not exist in the session workdir; list it with list_files")
     if exc.errno in (errno.ELOOP, errno.EMLINK):
         return RequestError(
-            f"{shown!r} goes through a symbolic link; the server never follows links in the workdir: "
+            f"{shown} goes through a symbolic link; the server never follows links in the workdir: "
             "pass the link's target path inside the workdir instead"
         )
     if exc.errno == errno.ENOTDIR:
-        return RequestError(f"a component of {shown!r} is not a directory (or is a symbolic link)")
+        return RequestError(f"a component of {shown} is not a directory (or is a symbolic link)")
     if exc.errno == errno.EISDIR:
-        return RequestError(f"{shown!r} is a directory; list it with list_files")
-    return RequestError(f"{shown!r} cannot be opened: {exc.strerror}")
+        return RequestError(f"{shown} is a directory; list it with list_files")
+    if exc.errno == errno.ENAMETOOLONG:
+        return RequestError(f"{shown} has a component longer than the 255-byte limit of a file name")
+    return RequestError(f"{shown} cannot be opened: {exc.strerror}")
 
 
 def remove_tree(path: Path) -> None:

@@ -26,10 +26,12 @@ import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
+from urllib.parse import quote
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
+from mcp.server.mcpserver.resources import ResourceSecurity
 from mcp_types import CallToolResult, ContentBlock, ResourceLink, TextContent, ToolAnnotations
 from pydantic import Field
 
@@ -44,6 +46,7 @@ from ..service import (
     SessionClosed,
     SessionInfo,
 )
+from ..version import package_version
 
 __all__ = ["FILES_URI_TEMPLATE", "PROGRESS_INTERVAL_S", "SERVER_NAME", "build_server", "file_uri"]
 
@@ -63,14 +66,20 @@ SessionArg = Annotated[
 ]
 TimeoutArg = Annotated[
     float | None,
-    Field(description="Wall-clock limit in seconds; the process tree is killed when it expires."),
+    # strict: a JSON number only; lax mode would turn `true` into 1 s and "1.5" into 1.5 s.
+    Field(strict=True, description="Wall-clock limit in seconds; the process tree is killed when it expires."),
 ]
 StdinArg = Annotated[str | None, Field(description="Text written to the command's standard input.")]
 
 
 def file_uri(session_id: str, path: str) -> str:
-    """The resource URI of a workdir file."""
-    return f"sandbox://sessions/{session_id}/files/{path}"
+    """The resource URI of a workdir file, from its path as listings show it (escaped, see `filenames`).
+
+    The SDK percent-decodes `{+path}` once before the handler sees it, so the listed path is
+    percent-encoded once here: `%FF` (the byte 0xFF) travels as `%25FF`, a space as `%20`, `?` and `#`
+    (which would end the path) as `%3F` and `%23`.
+    """
+    return f"sandbox://sessions/{session_id}/files/{quote(path, safe='/')}"
 
 
 def build_server(service: SandboxService) -> MCPServer:
@@ -105,6 +114,7 @@ def build_server(service: SandboxService) -> MCPServer:
     server = MCPServer(
         SERVER_NAME,
         title="Sandboxed shell and Python",
+        version=package_version(),
         instructions=(
             "Runs shell commands and Python code inside an OS-level sandbox, each session in its own "
             f"working directory. {sessions_text} Call capabilities to see which protections are in force."
@@ -244,8 +254,13 @@ def build_server(service: SandboxService) -> MCPServer:
         title="A file in a session workdir",
         description=(
             f"A regular file of a session's working directory, up to {MAX_READ_BYTES} bytes: UTF-8 text as "
-            "text, anything else as a base64 blob. Symbolic links and '..' are refused."
+            "text, anything else as a base64 blob. Symbolic links and '..' are refused. The path is the "
+            "listed one, percent-encoded for the URI (use the uri of list_files' resource links)."
         ),
+        # The service refuses '..', NUL and absolute paths itself and opens every component with
+        # O_NOFOLLOW; the SDK's extra Windows-style checks would make legal names such as `C:x` or `a\..\b`
+        # unreadable.
+        security=ResourceSecurity(exempt_params={"path"}),
     )
     async def session_file(session_id: str, path: str) -> str | bytes:
         try:

@@ -15,6 +15,7 @@ import pytest
 
 from hanzo_sandbox_mcp.config import ExecSettings, SessionSettings, Settings
 from hanzo_sandbox_mcp.errors import RequestError, SandboxUnavailable, SessionNotFound
+from hanzo_sandbox_mcp.filenames import unescape_name
 from hanzo_sandbox_mcp.protection import EffectiveProtection
 from hanzo_sandbox_mcp.results import ExecResult
 from hanzo_sandbox_mcp.sandbox import NullSandbox, Sandbox, detect
@@ -140,7 +141,7 @@ async def test_unusable_commands_are_refused(service: SandboxService, command: s
         await service.run_command(command)
 
 
-@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), 10_000])
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), 10_000, True, "1.5"])
 async def test_unusable_timeouts_are_refused(service: SandboxService, timeout: float) -> None:
     with pytest.raises(RequestError, match="timeout_s"):
         await service.run_command("true", timeout_s=timeout)
@@ -290,6 +291,89 @@ async def test_a_fifo_cannot_hang_a_read(service: SandboxService) -> None:
     first = await service.run_command("mkfifo pipe")
     with anyio.fail_after(10), pytest.raises(RequestError, match="not a regular file"):
         await service.read_file(first.session_id, "pipe")
+
+
+#: Names no string can hold as they are: not UTF-8, a UTF-8-encoded surrogate, '%' forms, a newline.
+HOSTILE_NAMES = [b"\xff", b"\xed\xa0\x80", b"%41", b"a%", b"new\nline", b"\x1b]0;title\x07"]
+_MAKE_NAMES = (
+    "import os, sys\n"
+    "for name in eval(sys.stdin.read()):\n"
+    "    os.mkdir(name)\n"
+    "    with open(name + b'/inner', 'wb') as f:\n"
+    "        f.write(name)\n"
+)
+
+
+async def test_any_bytes_name_lists_and_passes_back_to_every_entry_point(service: SandboxService) -> None:
+    made = await service.run_python(_MAKE_NAMES, stdin=repr(HOSTILE_NAMES))
+    assert made.exit_code == 0, made.stderr
+    sid = made.session_id
+    listing = await service.list_files(sid)
+    listing.model_dump_json()  # every name serializes (a PydanticSerializationError before)
+    listed = {e.name: e for e in listing.entries if e.type == "directory" and e.name != ".tmp"}
+    assert set(listed) == {"%FF", "%ED%A0%80", "%2541", "a%", "new%0Aline", "%1B]0;title%07"}
+    assert not listed["a%"].escaped and listed["%FF"].escaped
+    for raw in HOSTILE_NAMES:
+        entry = next(e for e in listed.values() if unescape_name(e.name) == raw)
+        inner = await service.list_files(sid, entry.path)
+        assert [e.path for e in inner.entries] == [f"{entry.path}/inner"] and inner.path == entry.path
+        content = await service.read_file(sid, inner.entries[0].path)
+        assert content.data == raw and content.path == inner.entries[0].path
+        where = await service.run_command("cat inner", session_id=sid, cwd=entry.path)
+        assert (where.exit_code, where.stdout) == (0, raw.decode("utf-8", "replace"))
+
+
+@pytest.mark.parametrize(("path", "message"), [("%2E%2E", "'..'"), ("a%2Fb", "'/' or NUL"), ("a%00", "'/' or NUL")])
+async def test_escapes_cannot_smuggle_dotdot_slash_or_nul(service: SandboxService, path: str, message: str) -> None:
+    first = await service.run_command("mkdir a")
+    with pytest.raises(RequestError, match=message):
+        await service.list_files(first.session_id, path)
+    with pytest.raises(RequestError, match=message):
+        await service.run_command("true", session_id=first.session_id, cwd=path)
+
+
+async def test_an_oversized_path_is_not_echoed_whole(service: SandboxService) -> None:
+    first = await service.run_command("true")
+    for call in (
+        service.run_command("true", session_id=first.session_id, cwd="x" * 100_000),
+        service.list_files(first.session_id, "../" + "y" * 100_000),
+        service.read_file(first.session_id, "/etc/" + "z" * 100_000),
+    ):
+        with pytest.raises(RequestError) as caught:
+            await call
+        assert len(str(caught.value)) < 400 and "characters)" in str(caught.value)
+
+
+async def test_a_call_closed_while_queued_is_told_it_never_ran(sandbox: Sandbox) -> None:
+    settings = _settings(exec={"max_concurrent_calls_per_session": 1})
+    async with SandboxService(settings, sandbox=sandbox) as svc:
+        info = await svc.create_session()
+        await svc.run_command("mkfifo gate", session_id=info.session_id)
+        started = anyio.Event()
+        errors: list[str] = []
+
+        async def on_output(_stream: str, _chunk: bytes) -> None:
+            started.set()
+
+        async def call(command: str, on: Any = None) -> None:
+            try:
+                await svc.run_command(command, session_id=info.session_id, on_output=on)
+            except SessionNotFound as exc:
+                errors.append(str(exc))
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as group:
+                group.start_soon(call, "echo started; cat gate", on_output)
+                await started.wait()
+                group.start_soon(call, "echo queued")
+                session = svc.sessions._sessions[info.session_id]
+                while session.limiter.statistics().tasks_waiting < 1:
+                    await anyio.sleep(0.01)
+                await svc.close_session(info.session_id)
+    assert len(errors) == 2
+    ran, queued = sorted(errors, key=lambda e: "never ran" in e)
+    assert "never ran" in queued and "killed" not in queued
+    assert "killed" in ran
 
 
 # -- result size -----------------------------------------------------------------------------------------
