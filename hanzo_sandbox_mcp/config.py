@@ -27,6 +27,7 @@ __all__ = [
     "OutputSettings",
     "SessionSettings",
     "Settings",
+    "StdioSettings",
     "default_config_path",
     "format_validation_error",
     "load_settings",
@@ -91,6 +92,14 @@ class HttpSettings(_Section):
             return False
 
 
+class StdioSettings(_Section):
+    """The stdio transport (one JSON-RPC message per line)."""
+
+    # The largest legal request is run_python with 1 MiB of code and 4 MiB of stdin; JSON escaping can
+    # make text 6 times longer (a control character becomes \u0001), so 30 MiB, plus the envelope.
+    max_line_bytes: int = Field(32 * _MiB, ge=64 * 1024, le=1024 * _MiB)
+
+
 class Settings(_Section):
     """Everything the server reads from its configuration."""
 
@@ -100,6 +109,7 @@ class Settings(_Section):
     exec: ExecSettings = ExecSettings()
     sessions: SessionSettings = SessionSettings()
     http: HttpSettings = HttpSettings()
+    stdio: StdioSettings = StdioSettings()
     audit_log: Path | None = Field(None, description="JSON-lines audit log of calls; None: no audit log.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -25,14 +25,16 @@ import logging
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import anyio
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp.server.mcpserver.resources import ResourceSecurity
-from mcp_types import CallToolResult, ContentBlock, ResourceLink, TextContent, ToolAnnotations
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS, CallToolResult, ContentBlock, ResourceLink, TextContent, ToolAnnotations
 from pydantic import Field
 
 from ..errors import HanzoSandboxError, SessionNotFound
@@ -121,6 +123,9 @@ def build_server(service: SandboxService) -> MCPServer:
         ),
         log_level=settings.log_level,
     )
+
+    # Supported seam (Server.middleware): the SDK's pre-initialize refusal says only "Invalid request parameters".
+    server.middleware.append(_explain_uninitialized)
 
     run_rules = f"{sessions_text} {timeout_text} {network_text} {output_text} {errors_text}"
     run_annotations = ToolAnnotations(
@@ -273,6 +278,24 @@ def build_server(service: SandboxService) -> MCPServer:
         return content.data if text is None else text
 
     return server
+
+
+async def _explain_uninitialized(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """Give the SDK's bare pre-initialize refusal (-32602, empty data) a message the client can act on."""
+    try:
+        return await call_next(ctx)
+    except MCPError as exc:
+        error = exc.error
+        refused_before_init = (
+            error.code == INVALID_PARAMS and error.message == "Invalid request parameters" and not error.data
+        )
+        if not refused_before_init or ctx.session.client_params is not None:
+            raise
+        raise MCPError(
+            code=INVALID_PARAMS,
+            message=f"{ctx.method} was sent before the session was initialized",
+            data="send initialize and then notifications/initialized first (the MCP handshake)",
+        ) from None
 
 
 @asynccontextmanager

@@ -21,6 +21,7 @@ from ..config import Settings
 from ..service import SandboxService
 from .app import build_server
 from .http import HttpServer
+from .stdio import run_stdio
 
 __all__ = ["Transport", "serve", "serve_async"]
 
@@ -77,7 +78,7 @@ async def _serve_stdio(settings: Settings) -> None:
             os.kill(os.getpid(), signum)
 
         group.start_soon(_on_signal, die)
-        await server.run_stdio_async()
+        await run_stdio(server, settings.stdio.max_line_bytes)
         group.cancel_scope.cancel()
 
 
