@@ -31,7 +31,7 @@ from urllib.parse import quote
 import anyio
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.server.mcpserver.resources import ResourceSecurity
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, CallToolResult, ContentBlock, ResourceLink, TextContent, ToolAnnotations
@@ -273,7 +273,8 @@ def build_server(service: SandboxService) -> MCPServer:
         except SessionNotFound as exc:
             raise ResourceNotFoundError(str(exc)) from None
         except HanzoSandboxError as exc:
-            raise ResourceError(str(exc)) from None
+            # A refused path is the caller's mistake (-32602); the SDK maps a ResourceError to -32603.
+            raise MCPError(code=INVALID_PARAMS, message=str(exc)) from None
         text = content.text()
         return content.data if text is None else text
 

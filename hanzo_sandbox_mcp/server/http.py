@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import HttpSettings, Settings
 from ..errors import ConfigError
+from .http_messages import JsonRpcBodyCheck
 
 __all__ = ["HttpServer", "TokenAndOriginGuard", "check_bind", "loopback_origins"]
 
@@ -156,10 +157,13 @@ class HttpServer:
             allowed_hosts=[f"{h}:*" for h in _LOOPBACK_HOSTS] + list(_LOOPBACK_HOSTS),
             allowed_origins=origins,
         )
+        inner: ASGIApp
         if transport == "http":
-            inner = server.streamable_http_app(
+            streamable = server.streamable_http_app(
                 streamable_http_path=http.path, transport_security=security, host=http.host
             )
+            # Answers what the SDK would leave unanswered (a request with a float id passes as a notification).
+            inner = JsonRpcBodyCheck(streamable, path=http.path, security=security)
         else:
             inner = server.sse_app(transport_security=security, host=http.host)
         self.app = TokenAndOriginGuard(inner, token=http.token, allowed_origins=origins)

@@ -12,7 +12,8 @@ from mcp.shared.message import SessionMessage
 from mcp_types import JSONRPCRequest, JSONRPCResponse, TextContent
 
 from hanzo_sandbox_mcp.config import StdioSettings
-from hanzo_sandbox_mcp.server.stdio import MAX_DEPTH, LineSplitter, Overlong, encode, read_line
+from hanzo_sandbox_mcp.server.jsonrpc import MAX_DEPTH, encode
+from hanzo_sandbox_mcp.server.stdio import LineSplitter, Overlong, read_line
 from hanzo_sandbox_mcp.service import MAX_CODE_BYTES, MAX_STDIN_BYTES
 
 CAP = 1024
@@ -83,7 +84,9 @@ def test_a_lone_surrogate_reaches_the_server_as_a_lone_surrogate() -> None:
         (b"17", -32600, None, "object"),
         (b"[]", -32600, None, "batch"),
         (b'{"jsonrpc":"2.0","id":8,"method":"ping"', -32700, 8, "Parse error"),
-        (b'{"method":"ping","params":{},"jsonrpc":"2.0","id":"x"', -32700, "x", "Parse error"),
+        (b'{"method":"ping","params":{"a":],"jsonrpc":"2.0","id":"x"}', -32700, "x", "Parse error"),
+        (b'{"jsonrpc":"2.0","id":1813', -32700, None, "Parse error"),  # the id may be cut: not 1813
+        (b'{"method":"ping","jsonrpc":"2.0","id":18', -32700, None, "Parse error"),
         (b'{"jsonrpc":"2.0","id":9,"method":"ping","x":NaN}', -32700, 9, "NaN"),
         (b'{"jsonrpc":"2.0","id":10,"method":"ping","x":"\xff"}', -32700, 10, "UTF-8"),
         (
