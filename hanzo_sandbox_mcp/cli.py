@@ -23,6 +23,7 @@ from .config import Settings, load_settings
 from .errors import ConfigError, HanzoSandboxError, RequestError
 from .policy import NetworkMode
 from .terminal import TerminalEscaper, escape_for_terminal, wants_escaping
+from .version import package_version
 
 __all__ = ["main"]
 
@@ -36,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
         description="MCP server that runs commands and Python code inside an OS-level sandbox.",
     )
     parser.add_argument("--config", type=Path, help="TOML config file (default: the user's, else built in)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command")
 
     serve = sub.add_parser("serve", help="run the MCP server (default)")

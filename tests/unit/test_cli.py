@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from hanzo_sandbox_mcp.protection import Layer
+from hanzo_sandbox_mcp.version import package_version
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IS_ROOT = os.geteuid() == 0
@@ -87,6 +88,11 @@ def _one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
 
 
 # --- run ---------------------------------------------------------------------------------------------
+
+
+def test_version_is_the_package_version(cli: Any) -> None:
+    proc = cli("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"hanzo-sandbox-mcp {package_version()}"
 
 
 def test_run_json_echo(cli: Any) -> None:
