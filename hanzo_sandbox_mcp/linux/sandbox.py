@@ -18,7 +18,7 @@ from pathlib import Path
 from ..env_scrub import scrub_env
 from ..errors import SandboxUnavailable
 from ..launch import LaunchReport, launcher_argv
-from ..launch_plan import NAMESPACE_NAMES, LandlockSpec, LaunchPlan
+from ..launch_plan import NAMESPACE_NAMES, LandlockSpec, LaunchPlan, RootSpec
 from ..policy import NetworkMode, SandboxPolicy
 from ..protection import EffectiveProtection, Layer, LayerStatus
 from ..sandbox.base import Attachment, NoAttachment, require_workdir
@@ -96,6 +96,9 @@ class LinuxSandbox:
         if bpf is None and policy.strict:
             # Fail closed: a filter that cannot even be built never reaches the launcher's strict check.
             raise SandboxUnavailable(f"strict policy: the seccomp layer cannot be applied: {seccomp_error}")
+        # One allowlist, given to two layers: the private root's binds and Landlock's rules.
+        read_only = (*SYSTEM_READ_PATHS, *python_paths(), *map(str, policy.extra_fs_read))
+        read_write = (str(workdir), *RW_DEVICES, *map(str, policy.extra_fs_write))
         return LaunchPlan(
             argv=tuple(argv),
             env=child_env,
@@ -115,11 +118,9 @@ class LinuxSandbox:
             },
             no_new_privs=True,
             landlock=LandlockSpec(
-                read_exec=(*SYSTEM_READ_PATHS, *python_paths(), *map(str, policy.extra_fs_read)),
-                read_write=(str(workdir), *RW_DEVICES, *map(str, policy.extra_fs_write)),
-                deny_tcp=network is NetworkMode.NONE,
-                scope=True,
+                read_exec=read_only, read_write=read_write, deny_tcp=network is NetworkMode.NONE, scope=True
             ),
+            root=RootSpec(read_only=read_only, read_write=read_write),
             seccomp_bpf=bpf,
             strict=policy.strict,
         )
