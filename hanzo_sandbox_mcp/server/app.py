@@ -38,6 +38,7 @@ from mcp_types import INVALID_PARAMS, CallToolResult, ContentBlock, ResourceLink
 from pydantic import Field
 
 from ..errors import HanzoSandboxError, SessionNotFound
+from ..filenames import ECHO_CHARS, quoted
 from ..policy import NetworkMode
 from ..service import (
     MAX_READ_BYTES,
@@ -57,6 +58,8 @@ _log = logging.getLogger("hanzo_sandbox_mcp.server")
 SERVER_NAME = "hanzo-sandbox-mcp"
 FILES_URI_TEMPLATE = "sandbox://sessions/{session_id}/files/{+path}"
 PROGRESS_INTERVAL_S = 0.25
+#: MCP tool names are at most 128 characters: a longer one names no tool.
+_MAX_TOOL_NAME = 128
 _PROGRESS_TAIL_CHARS = 1024
 
 SessionArg = Annotated[
@@ -124,8 +127,9 @@ def build_server(service: SandboxService) -> MCPServer:
         log_level=settings.log_level,
     )
 
-    # Supported seam (Server.middleware): the SDK's pre-initialize refusal says only "Invalid request parameters".
-    server.middleware.append(_explain_uninitialized)
+    # Supported seam (Server.middleware): the SDK's pre-initialize refusal says only "Invalid request
+    # parameters", and its "Unknown tool"/"Unknown resource" errors repeat a 100 KB name or URI whole.
+    server.middleware.extend([_short_echoes, _explain_uninitialized])
 
     run_rules = f"{sessions_text} {timeout_text} {network_text} {output_text} {errors_text}"
     run_annotations = ToolAnnotations(
@@ -279,6 +283,28 @@ def build_server(service: SandboxService) -> MCPServer:
         return content.data if text is None else text
 
     return server
+
+
+async def _short_echoes(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """Never repeat a caller's oversized name or URI whole in an error (the SDK's own errors do)."""
+    try:
+        result = await call_next(ctx)
+    except MCPError as exc:
+        error = exc.error
+        if len(error.message) <= ECHO_CHARS * 2 and len(repr(error.data)) <= ECHO_CHARS * 2:
+            raise
+        data = error.data if len(repr(error.data)) <= ECHO_CHARS * 2 else None
+        raise MCPError(code=error.code, message=_clipped(error.message), data=data) from None
+    name = (ctx.params or {}).get("name")
+    if ctx.method == "tools/call" and isinstance(name, str) and len(name) > _MAX_TOOL_NAME:
+        # No tool has such a name: the result is the SDK's "Unknown tool: <the whole name>".
+        text = f"Unknown tool: {quoted(name)}; call tools/list for this server's tools"
+        return CallToolResult(content=[TextContent(text=text)], is_error=True)
+    return result
+
+
+def _clipped(message: str) -> str:
+    return f"{message[: ECHO_CHARS * 2]}... ({len(message)} characters)"
 
 
 async def _explain_uninitialized(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:

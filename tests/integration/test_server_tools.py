@@ -364,8 +364,13 @@ async def test_an_oversized_argument_is_not_echoed_whole(connect: Connect, kit: 
     async with connect() as conn:
         message = await kit.error(conn, "run_command", command="true", cwd="../" + "x" * 100_000)
         listing = await kit.error(conn, "list_files", path="/etc/" + "x" * 100_000)
+        unknown = await kit.error(conn, "t" * 100_000)
+        with anyio.fail_after(30), pytest.raises(MCPError) as resource:
+            await conn.client.read_resource("sandbox://nowhere/" + "u" * 100_000)
     assert len(message) < 1000 and "100003 characters" in message
     assert len(listing) < 1000 and "100005 characters" in listing
+    assert len(unknown) < 1000 and "Unknown tool" in unknown and "100000 characters" in unknown
+    assert len(str(resource.value)) < 1000 and "characters)" in str(resource.value)
 
 
 async def test_workdirs_are_gone_after_the_server_stops(connect: Connect, kit: Kit) -> None:
