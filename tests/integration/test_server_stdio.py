@@ -8,6 +8,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -165,13 +167,19 @@ def test_serve_module_runs_without_a_config_file(tmp_path: Path, kit: Kit) -> No
 # -- malformed input: every request that carries an id is answered -------------------------------------
 
 
-def _raw_server(kit: Kit, sessions_parent: Path, tmp_path: Path, **config: Any) -> subprocess.Popen[bytes]:
+@contextmanager
+def _raw_server(kit: Kit, sessions_parent: Path, tmp_path: Path, **config: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """The stdio server process spoken to in raw JSON-RPC; stdin is closed (EOF) and the process reaped at exit."""
     path = tmp_path / "config.toml"
     path.write_text(kit.to_toml(kit.merged(kit.BASE_CONFIG, {"sessions": {"root": str(sessions_parent)}}, config)))
     params = kit.stdio_params(path, tmp_path)
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [params.command, *params.args], env=params.env, cwd=params.cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
+    try:
+        yield process
+    finally:
+        _stop(process)
 
 
 def _send_raw(process: subprocess.Popen[bytes], line: bytes) -> None:
@@ -224,53 +232,45 @@ MALFORMED: list[tuple[bytes, object, int | None]] = [
 async def test_every_malformed_request_gets_an_answer_with_its_id(
     kit: Kit, sessions_parent: Path, tmp_path: Path
 ) -> None:
-    process = _raw_server(kit, sessions_parent, tmp_path)
-    try:
-        with anyio.fail_after(60):
-            await _handshake(process)
-            for line, request_id, code in MALFORMED:
-                _send_raw(process, line)
-                reply = await _receive(process)
-                assert reply["id"] == request_id, (line[:80], reply)
-                assert (reply["error"]["code"] if code is not None else None) == code, (line[:80], reply)
-            _send_raw(process, b'[{"jsonrpc":"2.0","id":7,"method":"ping"},{"jsonrpc":"2.0","id":8,"method":"ping"}]')
-            batch = [await _receive(process), await _receive(process)]
-            assert [(r["id"], r["error"]["code"]) for r in batch] == [(7, -32600), (8, -32600)]
-            # A lone surrogate in any string argument reaches the server's own checks: a clear tool error.
-            for request_id, arguments in enumerate(
-                [
-                    {"command": "echo \ud800"},
-                    {"command": "ls", "cwd": "\udcff"},
-                    {"command": "ls", "session_id": "\ud800"},
-                ],
-                start=10,
-            ):
-                _send_raw(process, _call(request_id, "run_command", arguments))
-                reply = await _receive(process)
-                assert reply["id"] == request_id and reply["result"]["isError"] is True, reply
-                text = reply["result"]["content"][0]["text"]
-                assert "Unicode" in text or "session" in text, text
-            _send_raw(process, _call(20, "no_such_tool\ud800", {}))
-            unknown = await _receive(process)
-            assert unknown["id"] == 20 and unknown["result"]["isError"] is True
-            _send_raw(process, _call(21, "run_command", {"command": "echo still-serving"}))
-            final = await _receive(process)
-            assert final["result"]["structuredContent"]["stdout"] == "still-serving\n"
-    finally:
-        _stop(process)
+    with _raw_server(kit, sessions_parent, tmp_path) as process, anyio.fail_after(60):
+        await _handshake(process)
+        for line, request_id, code in MALFORMED:
+            _send_raw(process, line)
+            reply = await _receive(process)
+            assert reply["id"] == request_id, (line[:80], reply)
+            assert (reply["error"]["code"] if code is not None else None) == code, (line[:80], reply)
+        _send_raw(process, b'[{"jsonrpc":"2.0","id":7,"method":"ping"},{"jsonrpc":"2.0","id":8,"method":"ping"}]')
+        batch = [await _receive(process), await _receive(process)]
+        assert [(r["id"], r["error"]["code"]) for r in batch] == [(7, -32600), (8, -32600)]
+        # A lone surrogate in any string argument reaches the server's own checks: a clear tool error.
+        for request_id, arguments in enumerate(
+            [
+                {"command": "echo \ud800"},
+                {"command": "ls", "cwd": "\udcff"},
+                {"command": "ls", "session_id": "\ud800"},
+            ],
+            start=10,
+        ):
+            _send_raw(process, _call(request_id, "run_command", arguments))
+            reply = await _receive(process)
+            assert reply["id"] == request_id and reply["result"]["isError"] is True, reply
+            text = reply["result"]["content"][0]["text"]
+            assert "Unicode" in text or "session" in text, text
+        _send_raw(process, _call(20, "no_such_tool\ud800", {}))
+        unknown = await _receive(process)
+        assert unknown["id"] == 20 and unknown["result"]["isError"] is True
+        _send_raw(process, _call(21, "run_command", {"command": "echo still-serving"}))
+        final = await _receive(process)
+        assert final["result"]["structuredContent"]["stdout"] == "still-serving\n"
     assert process.returncode == 0
 
 
 async def test_a_request_before_initialize_is_told_to_initialize(
     kit: Kit, sessions_parent: Path, tmp_path: Path
 ) -> None:
-    process = _raw_server(kit, sessions_parent, tmp_path)
-    try:
-        with anyio.fail_after(60):
-            _send(process, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
-            reply = await _receive(process)
-    finally:
-        _stop(process)
+    with _raw_server(kit, sessions_parent, tmp_path) as process, anyio.fail_after(60):
+        _send(process, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+        reply = await _receive(process)
     assert reply["id"] == 1 and reply["error"]["code"] == -32602
     assert "initialize" in reply["error"]["message"] and reply["error"]["data"]
 
@@ -286,28 +286,24 @@ async def test_an_overlong_line_is_discarded_as_it_streams_and_answered(
     kit: Kit, sessions_parent: Path, tmp_path: Path
 ) -> None:
     cap = 1024 * 1024
-    process = _raw_server(kit, sessions_parent, tmp_path, stdio={"max_line_bytes": cap})
     size = 128 * 1024 * 1024
-    try:
-        with anyio.fail_after(120):
-            await _handshake(process)
-            _send(process, {"jsonrpc": "2.0", "id": 1, "method": "ping"})
-            await _receive(process)
-            before = _peak_rss_kb(process.pid)
-            head = b'{"jsonrpc":"2.0","id":"big","method":"tools/call",'
-            head += b'"params":{"name":"run_command","arguments":{"command":"'
-            assert process.stdin is not None
-            process.stdin.write(head)
-            block = b"x" * (1024 * 1024)
-            for _ in range(size // len(block)):
-                process.stdin.write(block)
-            _send_raw(process, b'"}}}')
-            reply = await _receive(process)
-            after = _peak_rss_kb(process.pid)
-            _send(process, {"jsonrpc": "2.0", "id": 2, "method": "ping"})
-            pong = await _receive(process)
-    finally:
-        _stop(process)
+    with _raw_server(kit, sessions_parent, tmp_path, stdio={"max_line_bytes": cap}) as process, anyio.fail_after(120):
+        await _handshake(process)
+        _send(process, {"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        await _receive(process)
+        before = _peak_rss_kb(process.pid)
+        head = b'{"jsonrpc":"2.0","id":"big","method":"tools/call",'
+        head += b'"params":{"name":"run_command","arguments":{"command":"'
+        assert process.stdin is not None
+        process.stdin.write(head)
+        block = b"x" * (1024 * 1024)
+        for _ in range(size // len(block)):
+            process.stdin.write(block)
+        _send_raw(process, b'"}}}')
+        reply = await _receive(process)
+        after = _peak_rss_kb(process.pid)
+        _send(process, {"jsonrpc": "2.0", "id": 2, "method": "ping"})
+        pong = await _receive(process)
     assert reply["id"] == "big" and reply["error"]["code"] == -32600 and "max_line_bytes" in reply["error"]["message"]
     assert pong == {"jsonrpc": "2.0", "id": 2, "result": {}}
     # The line was 128 MiB; the server held at most the 1 MiB cap plus a chunk of it (the SDK's reader: all of it).

@@ -10,6 +10,7 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp_types import ResourceLink
+from support.hostile_names import HOSTILE_NAMES, MAKE_NAMES_CODE
 
 from hanzo_sandbox_mcp.config import Settings
 from hanzo_sandbox_mcp.filenames import unescape_name
@@ -161,23 +162,17 @@ async def test_files_read_back_as_resources(connect: Connect, kit: Kit) -> None:
     assert blob.contents[0].blob == "/wA="  # type: ignore[union-attr]
 
 
-HOSTILE_NAMES = [b"\xff", b"\xed\xa0\x80", b"%41", b"a%", b"new\nline", b"sp ace?#", b"C:x", b"a\\..\\b"]
-_MAKE_NAMES = (
-    "import os, sys\n"
-    "for name in eval(sys.stdin.read()):\n"
-    "    os.mkdir(name)\n"
-    "    with open(name + b'/inner', 'wb') as f:\n"
-    "        f.write(name)\n"
-)
+#: Names the SDK's own path checks would refuse too, though legal here: a drive-like prefix, backslashes.
+NAMES = [*HOSTILE_NAMES, b"sp ace?#", b"C:x", b"a\\..\\b"]
 
 
 async def test_any_bytes_name_round_trips_through_listing_resources_and_cwd(connect: Connect, kit: Kit) -> None:
     async with connect() as conn:
-        made = await kit.ok(conn, "run_python", code=_MAKE_NAMES, stdin=repr(HOSTILE_NAMES))
+        made = await kit.ok(conn, "run_python", code=MAKE_NAMES_CODE, stdin=repr(NAMES))
         sid = made["session_id"]
         top = await kit.ok(conn, "list_files", session_id=sid)
         listed = {e["name"]: e for e in top["entries"] if e["type"] == "directory" and e["name"] != ".tmp"}
-        assert {unescape_name(name) for name in listed} == set(HOSTILE_NAMES)
+        assert {unescape_name(name) for name in listed} == set(NAMES)
         assert {"%FF", "%ED%A0%80", "%2541", "a%", "new%0Aline"} <= set(listed)
         for entry in listed.values():
             raw = unescape_name(entry["name"])

@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
+from support.hostile_names import HOSTILE_NAMES, MAKE_NAMES_CODE
 
 from hanzo_sandbox_mcp.config import ExecSettings, SessionSettings, Settings
 from hanzo_sandbox_mcp.errors import RequestError, SandboxUnavailable, SessionNotFound
@@ -22,6 +23,7 @@ from hanzo_sandbox_mcp.sandbox import NullSandbox, Sandbox, detect
 from hanzo_sandbox_mcp.service import (
     MAX_COMMAND_BYTES,
     RESULT_BUDGET_BYTES,
+    OnOutput,
     RunResult,
     SandboxService,
     choose_python,
@@ -293,19 +295,8 @@ async def test_a_fifo_cannot_hang_a_read(service: SandboxService) -> None:
         await service.read_file(first.session_id, "pipe")
 
 
-#: Names no string can hold as they are: not UTF-8, a UTF-8-encoded surrogate, '%' forms, a newline.
-HOSTILE_NAMES = [b"\xff", b"\xed\xa0\x80", b"%41", b"a%", b"new\nline", b"\x1b]0;title\x07"]
-_MAKE_NAMES = (
-    "import os, sys\n"
-    "for name in eval(sys.stdin.read()):\n"
-    "    os.mkdir(name)\n"
-    "    with open(name + b'/inner', 'wb') as f:\n"
-    "        f.write(name)\n"
-)
-
-
 async def test_any_bytes_name_lists_and_passes_back_to_every_entry_point(service: SandboxService) -> None:
-    made = await service.run_python(_MAKE_NAMES, stdin=repr(HOSTILE_NAMES))
+    made = await service.run_python(MAKE_NAMES_CODE, stdin=repr(HOSTILE_NAMES))
     assert made.exit_code == 0, made.stderr
     sid = made.session_id
     listing = await service.list_files(sid)
@@ -348,12 +339,8 @@ async def test_a_call_closed_while_queued_is_told_it_never_ran(sandbox: Sandbox)
     settings = _settings(exec={"max_concurrent_calls_per_session": 1})
     async with SandboxService(settings, sandbox=sandbox) as svc:
         info = await svc.create_session()
-        await svc.run_command("mkfifo gate", session_id=info.session_id)
-        started = anyio.Event()
+        started, on_output = await _gates(svc, info.session_id, "gate")
         errors: list[str] = []
-
-        async def on_output(_stream: str, _chunk: bytes) -> None:
-            started.set()
 
         async def call(command: str, on: Any = None) -> None:
             try:
@@ -452,12 +439,8 @@ async def test_calls_queue_for_the_global_limit_and_one_slow_call_does_not_block
     settings = _settings(exec={"max_concurrent_calls": 2, "max_concurrent_calls_per_session": 2})
     async with SandboxService(settings, sandbox=sandbox) as svc:
         slow = await svc.create_session()
-        await svc.run_command("mkfifo gate1 gate2", session_id=slow.session_id)
-        started = anyio.Event()
+        started, on_output = await _gates(svc, slow.session_id, "gate1", "gate2")
         results: list[RunResult] = []
-
-        async def on_output(_stream: str, _chunk: bytes) -> None:
-            started.set()
 
         async def slow_call(gate: str) -> None:
             command = f"echo started; cat {gate}"
@@ -482,6 +465,17 @@ async def test_calls_queue_for_the_global_limit_and_one_slow_call_does_not_block
                 for gate in ("gate1", "gate2"):
                     await anyio.to_thread.run_sync(_write_fifo, Path(slow.workdir) / gate, b"go\n")
         assert [r.stdout for r in results] == ["started\ngo\n", "started\ngo\n"]
+
+
+async def _gates(svc: SandboxService, session_id: str, *names: str) -> tuple[anyio.Event, OnOutput]:
+    """FIFOs in the workdir that hold a `cat` until written, and an output callback that says a call started."""
+    await svc.run_command("mkfifo " + " ".join(names), session_id=session_id)
+    started = anyio.Event()
+
+    async def on_output(_stream: str, _chunk: bytes) -> None:
+        started.set()
+
+    return started, on_output
 
 
 def _write_fifo(path: Path, data: bytes) -> None:
