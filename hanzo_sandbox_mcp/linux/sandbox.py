@@ -151,21 +151,16 @@ class LinuxSandbox:
         namespaces = [n for n in launch.namespaces if n != "user"]
         if launch.user_ns or "user" in launch.namespaces:
             namespaces.insert(0, "user")
-        network = policy.network
-        net_ns = "net" in namespaces
-        if network is NetworkMode.NONE:
-            network_isolated = net_ns or launch.seccomp
-        elif network is NetworkMode.LOOPBACK:
-            network_isolated = net_ns
-        else:
-            network_isolated = False
+        # Both halves or nothing: the namespace keeps the command off the host's network, and only the
+        # seccomp family filter stops AF_VSOCK (a VM's host) and the families no namespace isolates.
+        network_isolated = policy.network is not NetworkMode.FULL and "net" in namespaces and launch.seccomp
         missing = list(self._missing(launch, policy, namespaces))
         return EffectiveProtection(
             fs_isolated=launch.landlock_abi is not None or launch.rootfs,
             network_isolated=network_isolated,
             rlimits_applied=launch.rlimits,
             sandbox=self.name,
-            network=network,
+            network=policy.network,
             env_scrubbed=True,
             namespaces=tuple(namespaces),
             landlock_abi=launch.landlock_abi,
@@ -190,6 +185,17 @@ class LinuxSandbox:
             out.append(f"private root, fresh /proc and private /tmp: {launch.errors.get('rootfs', 'not built')}")
         if policy.network is NetworkMode.LOOPBACK and "net" in namespaces and not launch.loopback:
             out.append(f"loopback interface: {launch.errors.get('loopback', 'not brought up')}")
+        if policy.network is not NetworkMode.FULL:
+            halves = (
+                ("a network namespace", "net" in namespaces),
+                ("the seccomp socket-family filter", launch.seccomp),
+            )
+            absent = [half for half, ok in halves if not ok]
+            if absent:
+                out.append(
+                    f"network isolation ({policy.network.value}): {' and '.join(absent)} did not fire, so "
+                    "network_isolated is false (see the lines above for why)"
+                )
         for key, ok in (
             ("landlock", launch.landlock_abi is not None),
             ("seccomp", launch.seccomp),
