@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,9 +35,10 @@ from mcp.server.mcpserver import MCPServer
 from mcp.shared.message import SessionMessage
 from mcp_types import INVALID_REQUEST
 
+from ..errors import ConfigError
 from .jsonrpc import Outgoing, encode, error_reply, parse_message, recover_id
 
-__all__ = ["LineSplitter", "Overlong", "read_line", "run_stdio", "stdio_transport"]
+__all__ = ["LineSplitter", "Overlong", "check_std_streams", "read_line", "run_stdio", "stdio_transport"]
 
 _log = logging.getLogger("hanzo_sandbox_mcp.server.stdio")
 
@@ -127,9 +129,18 @@ def read_line(line: bytes | Overlong, max_line_bytes: int) -> SessionMessage | l
 @contextlib.contextmanager
 def _claimed_std_fds() -> Iterator[tuple[int, int]]:
     """Private duplicates of fd 0 and 1 for the wire; fd 0 then reads /dev/null and fd 1 goes to stderr,
-    so a stray print or an inherited descriptor never reaches the protocol stream."""
-    wire_in = fcntl.fcntl(0, fcntl.F_DUPFD_CLOEXEC, 3)
-    wire_out = fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, 3)
+    so a stray print or an inherited descriptor never reaches the protocol stream. Best effort: when fd 0
+    or 1 cannot be duplicated (closed at start), the wire is served from them in place."""
+    try:
+        wire_in = fcntl.fcntl(0, fcntl.F_DUPFD_CLOEXEC, 3)
+    except OSError:
+        yield 0, 1
+        return
+    try:
+        wire_out = fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, 3)
+    except OSError:
+        yield wire_in, 1
+        return
     null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.dup2(null, 0)
@@ -212,8 +223,15 @@ async def stdio_transport(
                 group.cancel_scope.deadline = anyio.current_time() + _DRAIN_S
 
 
+def check_std_streams() -> None:
+    """ConfigError when stdin or stdout was closed when the process started."""
+    if sys.stdin is None or sys.stdout is None:
+        # Python found fd 0 or 1 closed; another descriptor (the event loop's) may hold that number now.
+        raise ConfigError("serve over stdio needs an open stdin and stdout (fd 0 or 1 is closed)")
+
+
 async def run_stdio(server: MCPServer, max_line_bytes: int) -> None:
-    """Serve `server` over stdin/stdout until EOF."""
+    """Serve `server` over stdin/stdout until EOF (`check_std_streams()` first)."""
     lowlevel = server._lowlevel_server  # see the module docstring: the SDK's own client reads it too
     async with stdio_transport(max_line_bytes) as (read_stream, write_stream):
         await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())

@@ -318,3 +318,17 @@ async def test_the_largest_legal_request_fits_the_default_line_cap(
     async with kit.connect_to("stdio", sessions_parent, tmp_path, {}) as conn:
         result = await kit.ok(conn, "run_command", command="wc -c", stdin=stdin)
     assert result["stdout"].strip() == str(len(stdin))
+
+
+def test_serve_with_stdin_closed_is_one_clear_error(tmp_path: Path, kit: Kit) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "hanzo_sandbox_mcp", "serve"],
+        env=kit.child_env(tmp_path),
+        cwd=kit.REPO_ROOT,
+        preexec_fn=lambda: os.close(0),  # the child starts with no fd 0 at all
+        capture_output=True,
+        timeout=60,
+    )
+    assert completed.returncode == 2, completed.stderr
+    assert completed.stderr.decode().strip().endswith("needs an open stdin and stdout (fd 0 or 1 is closed)")
+    assert b"Traceback" not in completed.stderr
