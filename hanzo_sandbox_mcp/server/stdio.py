@@ -45,6 +45,7 @@ _log = logging.getLogger("hanzo_sandbox_mcp.server.stdio")
 _EDGE_BYTES = 64 * 1024
 _CHUNK_BYTES = 64 * 1024
 _DRAIN_S = 5.0
+_INLINE_PARSE_BYTES = 64 * 1024
 
 
 # -- splitting lines without holding more than the cap -------------------------------------------------
@@ -162,39 +163,53 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+async def _chunks(fd: int) -> AsyncIterator[bytes]:
+    """What arrives on `fd` until EOF; a read error counts as the end."""
+    while True:
+        try:
+            chunk = await anyio.to_thread.run_sync(os.read, fd, _CHUNK_BYTES, abandon_on_cancel=True)
+        except OSError as exc:
+            _log.info("stdin unreadable, taken as its end: %s", exc.strerror)
+            return
+        if not chunk:
+            return
+        yield chunk
+
+
+async def _classified(line: bytes | Overlong, max_line_bytes: int) -> SessionMessage | list[dict[str, Any]]:
+    if isinstance(line, bytes) and len(line) > _INLINE_PARSE_BYTES:
+        # A legal line can be 30 MiB: parse it off the event loop, which keeps serving the other calls.
+        return await anyio.to_thread.run_sync(read_line, line, max_line_bytes)
+    return read_line(line, max_line_bytes)
+
+
 @asynccontextmanager
 async def stdio_transport(
-    max_line_bytes: int, fds: tuple[int, int] | None = None
+    max_line_bytes: int,
 ) -> AsyncIterator[tuple[MemoryObjectReceiveStream[SessionMessage | Exception], MemoryObjectSendStream[Outgoing]]]:
-    """(read stream, write stream) for `Server.run`, over `fds` (default: the process's stdin/stdout,
-    claimed). The read stream ends at EOF."""
-    with contextlib.ExitStack() as stack:
-        wire_in, wire_out = fds if fds is not None else stack.enter_context(_claimed_std_fds())
+    """(read stream, write stream) for `Server.run` over the process's stdin and stdout (claimed). The read
+    stream ends at EOF."""
+    with _claimed_std_fds() as (wire_in, wire_out):
         to_server, from_client = anyio.create_memory_object_stream[SessionMessage | Exception](0)
         to_wire, from_server = anyio.create_memory_object_stream[Outgoing](0)
         replies = to_wire.clone()
 
+        async def deliver(line: bytes | Overlong) -> None:
+            outcome = await _classified(line, max_line_bytes)
+            if isinstance(outcome, SessionMessage):
+                await to_server.send(outcome)
+                return
+            for reply in outcome:
+                await replies.send(reply)
+
         async def reader() -> None:
             splitter = LineSplitter(max_line_bytes)
             async with to_server, replies:
-                while True:
-                    try:
-                        chunk = await anyio.to_thread.run_sync(os.read, wire_in, _CHUNK_BYTES, abandon_on_cancel=True)
-                    except OSError as exc:
-                        _log.info("stdin unreadable, taken as its end: %s", exc.strerror)
-                        chunk = b""
-                    lines = splitter.feed(chunk) if chunk else [splitter.close()]
-                    for line in lines:
-                        if line is None:
-                            continue
-                        outcome = read_line(line, max_line_bytes)
-                        if isinstance(outcome, SessionMessage):
-                            await to_server.send(outcome)
-                        else:
-                            for reply in outcome:
-                                await replies.send(reply)
-                    if not chunk:
-                        return
+                async for chunk in _chunks(wire_in):
+                    for line in splitter.feed(chunk):
+                        await deliver(line)
+                if (last := splitter.close()) is not None:
+                    await deliver(last)
 
         async def writer() -> None:
             async with from_server:
