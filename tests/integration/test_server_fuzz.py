@@ -494,7 +494,9 @@ HTTP_HEADERS = {"content-type": "application/json", "accept": "application/json,
 def _http_replies(response: httpx2.Response) -> list[dict[str, Any]]:
     """The JSON-RPC messages of a response, whether sent as JSON or as an event stream."""
     if response.headers.get("content-type", "").startswith("text/event-stream"):
-        return [json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:")]
+        # split on newlines only: str.splitlines() also splits inside the JSON at U+2028, U+2029, U+0085...
+        lines = response.text.split("\n")
+        return [json.loads(line[5:]) for line in lines if line.startswith("data:")]
     body = json.loads(response.content) if response.content else []
     return body if isinstance(body, list) else [body]  # a batch is answered with an array
 
