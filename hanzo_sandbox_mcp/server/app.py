@@ -60,6 +60,8 @@ FILES_URI_TEMPLATE = "sandbox://sessions/{session_id}/files/{+path}"
 PROGRESS_INTERVAL_S = 0.25
 #: MCP tool names are at most 128 characters: a longer one names no tool.
 _MAX_TOOL_NAME = 128
+#: Longest JSON-RPC error message (or data) passed on whole; the SDK's can quote a 100 KB URI.
+_MAX_ERROR_CHARS = 2 * ECHO_CHARS
 _PROGRESS_TAIL_CHARS = 1024
 
 SessionArg = Annotated[
@@ -291,20 +293,21 @@ async def _short_echoes(ctx: ServerRequestContext[Any, Any], call_next: CallNext
         result = await call_next(ctx)
     except MCPError as exc:
         error = exc.error
-        if len(error.message) <= ECHO_CHARS * 2 and len(repr(error.data)) <= ECHO_CHARS * 2:
+        long_message, long_data = len(error.message) > _MAX_ERROR_CHARS, len(repr(error.data)) > _MAX_ERROR_CHARS
+        if not (long_message or long_data):
             raise
-        data = error.data if len(repr(error.data)) <= ECHO_CHARS * 2 else None
-        raise MCPError(code=error.code, message=_clipped(error.message), data=data) from None
+        message = (
+            f"{error.message[:_MAX_ERROR_CHARS]}... ({len(error.message)} characters)"
+            if long_message
+            else error.message
+        )
+        raise MCPError(code=error.code, message=message, data=None if long_data else error.data) from None
     name = (ctx.params or {}).get("name")
     if ctx.method == "tools/call" and isinstance(name, str) and len(name) > _MAX_TOOL_NAME:
         # No tool has such a name: the result is the SDK's "Unknown tool: <the whole name>".
         text = f"Unknown tool: {quoted(name)}; call tools/list for this server's tools"
         return CallToolResult(content=[TextContent(text=text)], is_error=True)
     return result
-
-
-def _clipped(message: str) -> str:
-    return f"{message[: ECHO_CHARS * 2]}... ({len(message)} characters)"
 
 
 async def _explain_uninitialized(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
