@@ -6,9 +6,11 @@ sends a response, and the client waits. `jsonrpc.parse_message` (the stdio trans
 instead: error replies go back at once as HTTP 400 with the JSON-RPC error body (an array for a batch);
 a message it accepts, or one it drops (a notification or response), reaches the SDK unchanged.
 
-The SDK's own Host, Origin and Content-Type checks (`TransportSecurityMiddleware`, its public class) run
-first: a request they refuse goes on to the SDK untouched and gets its 421, 403 or 400 from there. A body
-longer than the transport's size limit is not read here either: the SDK refuses it (413).
+The transport's own checks come first: the SDK's (`TransportSecurityMiddleware`, its public class:
+Content-Type, and Host and Origin when it is told to check them) here, so a request they refuse goes on to
+the SDK untouched and gets its 421, 403 or 400 from there, and whatever the caller put in front (the HTTP
+guard's Host, Origin, token and body limits) before this. A body longer than `max_body_bytes` is not
+read here: the SDK refuses it (413).
 """
 
 from __future__ import annotations
