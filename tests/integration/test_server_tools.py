@@ -358,7 +358,8 @@ async def test_bad_input_gets_clear_errors_and_the_server_stays_up(connect: Conn
 async def test_an_oversized_argument_is_not_echoed_whole(connect: Connect, kit: Kit) -> None:
     async with connect() as conn:
         message = await kit.error(conn, "run_command", command="true", cwd="../" + "x" * 100_000)
-        listing = await kit.error(conn, "list_files", path="/etc/" + "x" * 100_000)
+        sid = (await kit.ok(conn, "create_session"))["session_id"]
+        listing = await kit.error(conn, "list_files", session_id=sid, path="/etc/" + "x" * 100_000)
         unknown = await kit.error(conn, "t" * 100_000)
         with anyio.fail_after(30), pytest.raises(MCPError) as resource:
             await conn.client.read_resource("sandbox://nowhere/" + "u" * 100_000)
