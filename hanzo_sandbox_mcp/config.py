@@ -70,6 +70,17 @@ class SessionSettings(_Section):
     idle_ttl_s: float = Field(3600.0, gt=0, le=30 * 86400)
     max_sessions: int = Field(64, ge=1, le=100_000)
     root: Path | None = Field(None, description="Where workdirs live; None: a private temp directory.")
+    quota_mode: Literal["auto", "polled"] = Field(
+        "auto",
+        description="auto: a filesystem per workdir when the server is root with loop devices, else polled; "
+        "polled: always count the workdir in the background.",
+    )
+    workdir_inodes: int | None = Field(
+        None, ge=64, le=1 << 32, description="Files and directories a workdir may hold; None: 256 per MiB of quota."
+    )
+    disk_reserve_mb: int = Field(
+        1024, ge=0, le=1 << 30, description="Host disk kept free beyond every filesystem workdir's quota (MiB)."
+    )
 
 
 class HttpSettings(_Section):
@@ -109,9 +120,7 @@ def parse_mode(value: str) -> SandboxMode:
     try:
         return SandboxMode(value.strip().lower())
     except ValueError:
-        raise ConfigError(
-            f"{SANDBOX_ENV_VAR}={value!r} is not valid: use one of auto, on, off (any case)"
-        ) from None
+        raise ConfigError(f"{SANDBOX_ENV_VAR}={value!r} is not valid: use one of auto, on, off (any case)") from None
 
 
 def default_config_path(env: Mapping[str, str]) -> Path:

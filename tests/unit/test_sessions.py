@@ -18,9 +18,9 @@ from hanzo_sandbox_mcp.sessions import (
     new_session_id,
     open_beneath,
     relative_parts,
-    remove_tree,
     validate_session_id,
 )
+from hanzo_sandbox_mcp.treewalk import remove_tree
 from hanzo_sandbox_mcp.workdir import command_owner
 
 pytestmark = pytest.mark.anyio
