@@ -7,9 +7,10 @@
   workdir holds.
 - **polled** (anything else): a background thread per session counts the workdir's blocks and inodes with
   the descriptor-based walker (treewalk.py) while any call runs, and once more after the last one ends.
-  When a count finds the workdir over either limit, and grown since the call began, the call is stopped
-  (its process tree killed) and `quota_exceeded` is true. The overshoot is what the command writes between
-  two counts; `RLIMIT_FSIZE` is capped to the room the last count left, so one file cannot exceed it.
+  When a count finds the workdir over either limit, the call is stopped (its process tree killed) and
+  `quota_exceeded` is true; a call that began over a limit may add a little, so that clean-up can run.
+  The overshoot is what the command writes between two counts; `RLIMIT_FSIZE` is capped to the room the
+  last count left, so one file cannot exceed it.
 
 `WorkdirFactory` picks the mode once (a trial filesystem is really made), creates workdirs, and refuses a
 new filesystem workdir when the host disk could not hold every quota already promised: sparse images can
@@ -58,6 +59,7 @@ _MAX_COUNT_INTERVAL_S = 1.0
 #: A count may take at most this share of one core: the pause after a count is 10x its duration.
 _COUNT_PAUSE_FACTOR = 10
 _JOIN_TIMEOUT_S = 30.0
+_INODE_SLACK = 64
 
 StopCall = Callable[[], Awaitable[None]]
 
@@ -203,13 +205,18 @@ class PolledQuota(WorkdirQuota):
                     self._lock.wait(pause)
 
     def excess(self, baseline: TreeUsage) -> str | None:
-        """Why the latest count breaks the quota and has grown since `baseline`, or None."""
+        """Why the latest count breaks the quota, or None.
+
+        A call that began with the workdir already over a limit is stopped only when it adds more than a
+        little (its $TMPDIR, a lock file): a call that cleans up must be able to finish.
+        """
         usage, limits = self.usage, self.limits
-        if usage.bytes > limits.bytes and usage.bytes > baseline.bytes:
-            return (
-                f"the session workdir holds {usage.bytes / _MiB:.1f} MiB, over its quota of {limits.bytes // _MiB} MiB"
-            )
-        if usage.inodes > limits.inodes and usage.inodes > baseline.inodes:
+        byte_cap = limits.bytes if baseline.bytes <= limits.bytes else baseline.bytes + max(_MiB, limits.bytes // 100)
+        inode_cap = limits.inodes if baseline.inodes <= limits.inodes else baseline.inodes + _INODE_SLACK
+        if usage.bytes > byte_cap:
+            held = f"{usage.bytes / _MiB:.1f} MiB"
+            return f"the session workdir holds {held}, over its quota of {limits.bytes // _MiB} MiB"
+        if usage.inodes > inode_cap:
             return f"the session workdir holds {usage.inodes} files and directories, over its limit of {limits.inodes}"
         return None
 

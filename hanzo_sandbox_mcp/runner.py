@@ -213,13 +213,12 @@ async def run_sandboxed(
     if not math.isfinite(timeout_s) or timeout_s <= 0:
         raise RequestError("timeout_s must be a positive number of seconds")
     output = output or OutputSettings()
-    plan = _prepare(sandbox, policy, argv, cwd, env)
-    workdir = require_workdir(policy)
     adhoc = quota is None
     if quota is None:  # a directory of the caller's (`run --workdir`, tests): counted for this call only
-        quota = PolledQuota(workdir, QuotaLimits.of(policy.workdir_quota_mb), owned=False)
+        quota = PolledQuota(require_workdir(policy), QuotaLimits.of(policy.workdir_quota_mb), owned=False)
     try:
-        return await _run(sandbox, policy, _cap_file_size(plan, quota), stdin, timeout_s, output, on_output, quota)
+        plan = _cap_file_size(_prepare(sandbox, policy, argv, cwd, env), quota)
+        return await _run(sandbox, policy, plan, stdin, timeout_s, output, on_output, quota)
     except OSError as exc:
         if exc.errno in (errno.EMFILE, errno.ENFILE):
             raise _out_of_descriptors(exc) from None

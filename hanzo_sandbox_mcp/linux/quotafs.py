@@ -7,14 +7,15 @@ leaves behind inert for every host user.
 
 Making one (about 20 ms, 0.7 MB of real disk for 1 GiB): a sparse image file of mode 0600 in a root-only
 directory, `mkfs.ext4` without a journal and with lazily initialised inode tables, the root directory owned
-by the command's uid, then `mount -o loop` (which sets the loop device to clear itself when the last user
+by the command's uid, the blocks beyond the quota reserved for root (so the quota is exact), then
+`mount -o loop` (which sets the loop device to clear itself when the last user
 of the mount goes). The image never appears below the workdir or in a sandbox's private root.
 
 Removing one (`release`): unmount (lazily when something still holds it), delete the image, remove the
 empty mount point. The crash reaper calls `release` for mounts a dead server left behind.
 
-Needs root, `/dev/loop-control`, `mkfs.ext4` (e2fsprogs) and `mount` (util-linux); `unavailable_reason`
-tries all of it once with a real image.
+Needs root, `/dev/loop-control`, `mkfs.ext4` and `tune2fs` (e2fsprogs) and `mount` (util-linux);
+`unavailable_reason` tries all of it once with a real image.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ _INODE_SIZE = 256
 _BLOCK_SIZE = 4096
 _MiB = 1024 * 1024
 _MNT_DETACH = 0x2
+_EXT4_MAGIC = 0xEF53
+#: mke2fs makes lost+found 16 KiB long, so that e2fsck never has to grow it.
+_LOST_FOUND_BLOCKS = 16 * 1024 // _BLOCK_SIZE
 _TOOL_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 _TOOL_TIMEOUT_S = 30.0
 
@@ -57,12 +61,13 @@ class QuotaFsError(OSError):
 
 
 def image_size(quota_bytes: int, inodes: int) -> int:
-    """Image bytes whose ext4 offers at least `quota_bytes` of free space and `inodes` inodes.
+    """Image bytes whose ext4 offers at least `quota_bytes` of free space and `inodes` inodes (the rest is
+    then held back, see `_hold_back_the_excess`).
 
     ext4 takes room for the inode tables (256 bytes an inode), bitmaps and group descriptors, and keeps
     up to 2% (at most 16 MiB) back for its own metadata; measured on 1 MiB to 4 GiB images.
     """
-    metadata = inodes * _INODE_SIZE + min(quota_bytes // 49, 16 * _MiB + _MiB // 2) + quota_bytes // 256 + _MiB
+    metadata = inodes * _INODE_SIZE + min(quota_bytes // 49, 16 * _MiB + _MiB // 2) + quota_bytes // 128 + _MiB
     size = quota_bytes + metadata
     return (size + _BLOCK_SIZE - 1) // _BLOCK_SIZE * _BLOCK_SIZE
 
@@ -71,7 +76,7 @@ def _tool(name: str) -> str | None:
     return shutil.which(name, path=_TOOL_PATH)
 
 
-def _run(argv: list[str]) -> None:
+def _run(argv: list[str]) -> str:
     proc = subprocess.run(
         argv,
         stdin=subprocess.DEVNULL,
@@ -83,6 +88,36 @@ def _run(argv: list[str]) -> None:
     if proc.returncode != 0:
         words = (proc.stderr or proc.stdout).decode("utf-8", "replace").strip().splitlines()
         raise QuotaFsError(errno.EIO, f"{os.path.basename(argv[0])} failed: {' / '.join(words) or proc.returncode}")
+    return proc.stdout.decode("utf-8", "replace")
+
+
+def _superblock_counts(image: Path) -> tuple[int, int]:
+    """(block count, free blocks), read from the primary superblock (1,024 bytes into the image)."""
+    with open(image, "rb") as handle:
+        handle.seek(1024)
+        sb = handle.read(1024)
+    if len(sb) < 0x15C or int.from_bytes(sb[0x38:0x3A], "little") != _EXT4_MAGIC:
+        raise QuotaFsError(errno.EIO, f"{image} holds no ext4 superblock after mkfs.ext4")
+
+    def u32(offset: int) -> int:
+        return int.from_bytes(sb[offset : offset + 4], "little")
+
+    return u32(0x04) | u32(0x150) << 32, u32(0x0C) | u32(0x158) << 32
+
+
+def _hold_back_the_excess(image: Path, quota_bytes: int) -> None:
+    """Make the room a command can use exactly `quota_bytes`: the blocks beyond it become ext4's reserved
+    blocks, which only root (resuid 0) may fill, and commands never run as root."""
+    tune2fs = _tool("tune2fs")
+    if tune2fs is None:
+        raise QuotaFsError(errno.ENOENT, "tune2fs (e2fsprogs) is not installed")
+    blocks, free = _superblock_counts(image)
+    # ext4 keeps 2% of the blocks (at most 4,096) back for delayed allocation: it never counts as free.
+    # The lost+found that `create` removes gives its blocks back.
+    available = free - min(blocks // 50, 4096) + _LOST_FOUND_BLOCKS
+    excess = available - quota_bytes // _BLOCK_SIZE
+    if excess > 0:
+        _run([tune2fs, "-r", str(excess), str(image)])
 
 
 def create(image: Path, mountpoint: Path, *, quota_bytes: int, inodes: int, uid: int, gid: int) -> None:
@@ -119,6 +154,7 @@ def create(image: Path, mountpoint: Path, *, quota_bytes: int, inodes: int, uid:
                 str(image),
             ]
         )
+        _hold_back_the_excess(image, quota_bytes)
         _run([mount, "-t", "ext4", "-o", MOUNT_OPTIONS, str(image), str(mountpoint)])
         mounted = True
         # mkfs leaves a root-owned lost+found the command could trip over (it cannot remove it).
@@ -178,8 +214,8 @@ def unavailable_reason(scratch: Path) -> str | None:
         return "the server is not root: a filesystem per workdir needs loop devices, which need root"
     if not os.path.exists("/dev/loop-control"):
         return "/dev/loop-control is missing (no loop device support, or a container without it)"
-    if _tool("mkfs.ext4") is None:
-        return "mkfs.ext4 is not installed (apt-get install e2fsprogs)"
+    if _tool("mkfs.ext4") is None or _tool("tune2fs") is None:
+        return "mkfs.ext4 or tune2fs is not installed (apt-get install e2fsprogs)"
     if _tool("mount") is None:
         return "mount is not installed (apt-get install mount)"
     mountpoint = scratch / f"probe-{os.getpid()}"
