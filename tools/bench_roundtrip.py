@@ -13,7 +13,7 @@ With `--by-workdir-size`, it measures instead how the round trip depends on what
 server per quota mode ("filesystem": a filesystem per workdir, as root; "polled": a background count),
 each with an empty session and a session holding `--files` files, called alternately in the same run:
 
-    mode        empty ms   100000 files ms   ratio
+    mode        empty ms   100000 files ms   ratio   create_session ms
 
 Usage: tools/bench_roundtrip.py [--calls N] [--warmup N] [--json] [--by-workdir-size [--files N]]
 """
@@ -145,6 +145,13 @@ async def _measure_sizes(calls: int, warmup: int, files: int) -> dict[str, Any]:
             async with Client(_server(home, quota_mode)) as server:
                 caps = (await server.call_tool("capabilities", {})).structured_content or {}
                 mode = caps.get("limits", {}).get("quota_mode", quota_mode)
+                create_ms: list[float] = []
+                for _ in range(max(10, calls // 4)):  # cold creation: a new workdir (a filesystem, when root)
+                    start = time.perf_counter()
+                    made = await server.call_tool("create_session", {})
+                    create_ms.append((time.perf_counter() - start) * 1000)
+                    closing = (made.structured_content or {})["session_id"]
+                    await server.call_tool("close_session", {"session_id": closing})
                 sessions = []
                 for _ in range(2):
                     made = await server.call_tool("create_session", {})
@@ -164,17 +171,18 @@ async def _measure_sizes(calls: int, warmup: int, files: int) -> dict[str, Any]:
                         if index >= warmup:
                             samples[label].append(elapsed)
                 empty, full = _summary(samples["empty"]), _summary(samples["full"])
-                rows[mode] = {"empty": empty, "full": full, "ratio": full["median_ms"] / empty["median_ms"]}
+                ratio = full["median_ms"] / empty["median_ms"]
+                rows[mode] = {"empty": empty, "full": full, "ratio": ratio, "create_session": _summary(create_ms)}
     return {"calls": calls, "files": files, "modes": rows}
 
 
 def _print_sizes(report: dict[str, Any]) -> None:
     files = report["files"]
     print(f"stdio round trip of run_command 'true' by workdir size, {report['calls']} calls each (medians)")
-    print(f"  {'quota mode':<12} {'empty ms':>9} {f'{files} files ms':>16} {'ratio':>7}")
+    print(f"  {'quota mode':<12} {'empty ms':>9} {f'{files} files ms':>16} {'ratio':>7} {'create_session ms':>18}")
     for mode, row in report["modes"].items():
-        empty, full = row["empty"]["median_ms"], row["full"]["median_ms"]
-        print(f"  {mode:<12} {empty:9.2f} {full:16.2f} {row['ratio']:6.2f}x")
+        empty, full, create = row["empty"]["median_ms"], row["full"]["median_ms"], row["create_session"]["median_ms"]
+        print(f"  {mode:<12} {empty:9.2f} {full:16.2f} {row['ratio']:6.2f}x {create:18.2f}")
 
 
 def main() -> None:

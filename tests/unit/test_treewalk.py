@@ -321,3 +321,24 @@ def test_remove_tree_never_deletes_inside_a_mount_point(tmp_path: Path) -> None:
     finally:
         subprocess.run(["umount", str(root / "mnt")], check=True)
     assert remove_tree(root)
+
+
+def test_the_walker_runs_as_a_stdlib_script_for_a_child_process(tmp_path: Path) -> None:
+    """The polled quota counts large trees with `python -I -S treewalk.py ROOT` (no GIL held in the server)."""
+    import subprocess
+    import sys
+
+    import hanzo_sandbox_mcp.treewalk as treewalk
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "f").write_bytes(os.urandom(100_000))
+    proc = subprocess.run(
+        [sys.executable, "-I", "-S", treewalk.__file__, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={},
+        timeout=60,
+        check=True,
+    )
+    usage = tree_usage(tmp_path)
+    assert proc.stdout.split() == [str(usage.bytes), str(usage.inodes), "1"]
