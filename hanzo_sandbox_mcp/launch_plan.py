@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import marshal
 
-__all__ = ["NAMESPACE_NAMES", "LandlockSpec", "LaunchPlan"]
+__all__ = ["NAMESPACE_NAMES", "LandlockSpec", "LaunchPlan", "RootSpec"]
 
 #: The namespaces the launcher knows how to create.
 NAMESPACE_NAMES = ("user", "pid", "mount", "net", "ipc", "uts")
@@ -69,6 +69,20 @@ class LandlockSpec(_Record):
         super().__init__(read_exec=tuple(read_exec), read_write=tuple(read_write), deny_tcp=deny_tcp, scope=scope)
 
 
+class RootSpec(_Record):
+    """The host paths bound into the private root (read-only, or read-write), built inside the mount
+    namespace. Kept apart from `LandlockSpec` although `LinuxSandbox.harden` fills both with the same lists:
+    each layer can then be switched off alone (`plan.replace(landlock=None)` keeps the private root,
+    `plan.replace(root=None)` keeps Landlock), which is how tests show that one layer holds by itself."""
+
+    __slots__ = ("read_only", "read_write")
+    read_only: tuple[str, ...]
+    read_write: tuple[str, ...]
+
+    def __init__(self, read_only: tuple[str, ...] = (), read_write: tuple[str, ...] = ()) -> None:
+        super().__init__(read_only=tuple(read_only), read_write=tuple(read_write))
+
+
 class LaunchPlan(_Record):
     """One command, the layers to apply to it, and how strictly."""
 
@@ -82,6 +96,7 @@ class LaunchPlan(_Record):
         "namespaces",
         "no_new_privs",
         "rlimits",
+        "root",
         "seccomp_bpf",
         "strict",
         "tmp_size_mb",
@@ -99,6 +114,8 @@ class LaunchPlan(_Record):
     rlimits: dict[str, int]
     no_new_privs: bool
     landlock: LandlockSpec | None
+    root: RootSpec | None
+    """The private root's contents; None: no private root, even in a mount namespace."""
     seccomp_bpf: bytes | None
     strict: bool
     wrapper: tuple[str, ...]
@@ -118,6 +135,7 @@ class LaunchPlan(_Record):
         rlimits: dict[str, int] | None = None,
         no_new_privs: bool = False,
         landlock: LandlockSpec | None = None,
+        root: RootSpec | None = None,
         seccomp_bpf: bytes | None = None,
         strict: bool = False,
         wrapper: tuple[str, ...] = (),
@@ -134,6 +152,7 @@ class LaunchPlan(_Record):
             rlimits=dict(rlimits or {}),
             no_new_privs=no_new_privs,
             landlock=landlock,
+            root=root,
             seccomp_bpf=seccomp_bpf,
             strict=strict,
             wrapper=tuple(wrapper),
@@ -144,8 +163,10 @@ class LaunchPlan(_Record):
 
     def to_wire(self) -> bytes:
         data = self.as_dict()
-        if self.landlock is not None:
-            data["landlock"] = self.landlock.as_dict()
+        for name in ("landlock", "root"):
+            record = getattr(self, name)
+            if record is not None:
+                data[name] = record.as_dict()
         return marshal.dumps(data)
 
     @classmethod
@@ -153,7 +174,7 @@ class LaunchPlan(_Record):
         data = marshal.loads(raw)
         if not isinstance(data, dict):
             raise ValueError("a launch plan must be a mapping")
-        landlock = data.get("landlock")
-        if landlock is not None:
-            data["landlock"] = LandlockSpec(**landlock)
+        for name, record in (("landlock", LandlockSpec), ("root", RootSpec)):
+            if data.get(name) is not None:
+                data[name] = record(**data[name])
         return cls(**data)

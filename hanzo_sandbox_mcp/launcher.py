@@ -16,8 +16,8 @@ Three processes, each with one job:
    switch, so that the command never holds host uid 0), writes the id maps, forks the init. On SIGTERM it
    kills the whole sandbox; it exits when the init does.
 2. **init** (pid 1 of the new pid namespace): dies with the supervisor (PDEATHSIG), makes mount
-   propagation private, pivots into a private root made of the allowlist only (rootfs.py: read-only binds,
-   the workdir read-write, a fresh /proc, private size-capped /tmp and /dev/shm), brings up `lo` for
+   propagation private, pivots into a private root made of the plan's `root` list only (rootfs.py:
+   read-only binds, the workdir read-write, a fresh /proc, private size-capped /tmp and /dev/shm), brings up `lo` for
    `network = loopback`, forks the command, forwards signals to it, reaps zombies, and reports
    the exit status and rusage. When the command exits, init exits and the kernel kills every process left
    in the namespace (daemons, pipe-holding grandchildren).
@@ -262,16 +262,16 @@ def _setup_namespaces(
     if "mount" in active:
         try:
             mounts.make_private()
-            spec = plan.landlock
-            rootfs.build_root(
-                list(spec.read_exec) if spec else [],
-                list(spec.read_write) if spec else [plan.cwd],
-                tmp_size_mb=plan.tmp_size_mb or 64,
-                uid=uid,
-                gid=gid,
-                fresh_proc="pid" in active,
-            )
-            setup.update(rootfs=True, proc="pid" in active, private_tmp=True)
+            if plan.root is not None:  # None: a mount namespace without a private root (tests of one layer)
+                rootfs.build_root(
+                    list(plan.root.read_only),
+                    list(plan.root.read_write),
+                    tmp_size_mb=plan.tmp_size_mb or 64,
+                    uid=uid,
+                    gid=gid,
+                    fresh_proc="pid" in active,
+                )
+                setup.update(rootfs=True, proc="pid" in active, private_tmp=True)
         except OSError as exc:
             _failed(plan, errors, "rootfs", exc)
     if plan.loopback and "net" in active:

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..env_scrub import scrub_env
 from ..errors import SandboxUnavailable
 from ..launch import LaunchReport, launcher_argv
-from ..launch_plan import NAMESPACE_NAMES, LandlockSpec, LaunchPlan
+from ..launch_plan import NAMESPACE_NAMES, LandlockSpec, LaunchPlan, RootSpec
 from ..policy import NetworkMode, SandboxPolicy
 from ..protection import EffectiveProtection, Layer, LayerStatus
 from ..sandbox.base import Attachment, NoAttachment, require_workdir
@@ -96,6 +96,9 @@ class LinuxSandbox:
         if bpf is None and policy.strict:
             # Fail closed: a filter that cannot even be built never reaches the launcher's strict check.
             raise SandboxUnavailable(f"strict policy: the seccomp layer cannot be applied: {seccomp_error}")
+        # One allowlist, given to two layers: the private root's binds and Landlock's rules.
+        read_only = (*SYSTEM_READ_PATHS, *python_paths(), *map(str, policy.extra_fs_read))
+        read_write = (str(workdir), *RW_DEVICES, *map(str, policy.extra_fs_write))
         return LaunchPlan(
             argv=tuple(argv),
             env=child_env,
@@ -115,11 +118,9 @@ class LinuxSandbox:
             },
             no_new_privs=True,
             landlock=LandlockSpec(
-                read_exec=(*SYSTEM_READ_PATHS, *python_paths(), *map(str, policy.extra_fs_read)),
-                read_write=(str(workdir), *RW_DEVICES, *map(str, policy.extra_fs_write)),
-                deny_tcp=network is NetworkMode.NONE,
-                scope=True,
+                read_exec=read_only, read_write=read_write, deny_tcp=network is NetworkMode.NONE, scope=True
             ),
+            root=RootSpec(read_only=read_only, read_write=read_write),
             seccomp_bpf=bpf,
             strict=policy.strict,
         )
@@ -150,21 +151,16 @@ class LinuxSandbox:
         namespaces = [n for n in launch.namespaces if n != "user"]
         if launch.user_ns or "user" in launch.namespaces:
             namespaces.insert(0, "user")
-        network = policy.network
-        net_ns = "net" in namespaces
-        if network is NetworkMode.NONE:
-            network_isolated = net_ns or launch.seccomp
-        elif network is NetworkMode.LOOPBACK:
-            network_isolated = net_ns
-        else:
-            network_isolated = False
+        # Both halves or nothing: the namespace keeps the command off the host's network, and only the
+        # seccomp family filter stops AF_VSOCK (a VM's host) and the families no namespace isolates.
+        network_isolated = policy.network is not NetworkMode.FULL and "net" in namespaces and launch.seccomp
         missing = list(self._missing(launch, policy, namespaces))
         return EffectiveProtection(
             fs_isolated=launch.landlock_abi is not None or launch.rootfs,
             network_isolated=network_isolated,
             rlimits_applied=launch.rlimits,
             sandbox=self.name,
-            network=network,
+            network=policy.network,
             env_scrubbed=True,
             namespaces=tuple(namespaces),
             landlock_abi=launch.landlock_abi,
@@ -189,6 +185,17 @@ class LinuxSandbox:
             out.append(f"private root, fresh /proc and private /tmp: {launch.errors.get('rootfs', 'not built')}")
         if policy.network is NetworkMode.LOOPBACK and "net" in namespaces and not launch.loopback:
             out.append(f"loopback interface: {launch.errors.get('loopback', 'not brought up')}")
+        if policy.network is not NetworkMode.FULL:
+            halves = (
+                ("a network namespace", "net" in namespaces),
+                ("the seccomp socket-family filter", launch.seccomp),
+            )
+            absent = [half for half, ok in halves if not ok]
+            if absent:
+                out.append(
+                    f"network isolation ({policy.network.value}): {' and '.join(absent)} did not fire, so "
+                    "network_isolated is false (see the lines above for why)"
+                )
         for key, ok in (
             ("landlock", launch.landlock_abi is not None),
             ("seccomp", launch.seccomp),

@@ -1,4 +1,4 @@
-"""LaunchPlan and LandlockSpec: keyword records, immutable, and a lossless marshal wire format."""
+"""LaunchPlan, LandlockSpec and RootSpec: keyword records, immutable, and a lossless marshal wire format."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hanzo_sandbox_mcp.launch_plan import NAMESPACE_NAMES, LandlockSpec, LaunchPlan
+from hanzo_sandbox_mcp.launch_plan import NAMESPACE_NAMES, LandlockSpec, LaunchPlan, RootSpec
 
 
 def _full_plan() -> LaunchPlan:
@@ -25,6 +25,7 @@ def _full_plan() -> LaunchPlan:
         rlimits={"as": 1 << 30, "core": 0},
         no_new_privs=True,
         landlock=LandlockSpec(read_exec=("/usr", "/bin"), read_write=("/w",), deny_tcp=True, scope=False),
+        root=RootSpec(read_only=("/usr", "/etc"), read_write=("/w", "/dev/null")),
         seccomp_bpf=b"\x06\x00\x00\x00\x00\x00\xff\x7f",
         strict=True,
         wrapper=("/usr/bin/sandbox-exec", "-p", "(version 1)", "--"),
@@ -46,6 +47,7 @@ def test_defaults_request_no_layer() -> None:
         "namespaces": (),
         "no_new_privs": False,
         "rlimits": {},
+        "root": None,
         "seccomp_bpf": None,
         "strict": False,
         "tmp_size_mb": None,
@@ -77,6 +79,19 @@ def test_sequences_become_tuples_and_mappings_are_copied() -> None:
 def test_landlock_spec_defaults_and_tuples() -> None:
     spec = LandlockSpec(read_exec=["/usr"], read_write=["/w"])  # type: ignore[arg-type]
     assert spec.as_dict() == {"deny_tcp": False, "read_exec": ("/usr",), "read_write": ("/w",), "scope": True}
+
+
+def test_root_spec_defaults_and_tuples() -> None:
+    spec = RootSpec(read_only=["/usr"], read_write=["/w"])  # type: ignore[arg-type]
+    assert spec.as_dict() == {"read_only": ("/usr",), "read_write": ("/w",)}
+    assert RootSpec().as_dict() == {"read_only": (), "read_write": ()}
+
+
+def test_root_and_landlock_are_switched_off_independently() -> None:
+    """A test of one layer drops the other; the one it keeps is untouched."""
+    plan = _full_plan()
+    assert plan.replace(landlock=None).root == plan.root
+    assert plan.replace(root=None).landlock == plan.landlock
 
 
 def test_argv_cwd_and_env_are_required() -> None:
@@ -142,11 +157,12 @@ def test_wire_round_trip_keeps_every_field() -> None:
     back = LaunchPlan.from_wire(plan.to_wire())
     assert back == plan
     assert isinstance(back.landlock, LandlockSpec)
+    assert isinstance(back.root, RootSpec)
     assert back.seccomp_bpf == plan.seccomp_bpf
 
 
-def test_wire_round_trip_without_landlock() -> None:
-    plan = _full_plan().replace(landlock=None, seccomp_bpf=None, uid=None, gid=None)
+def test_wire_round_trip_without_landlock_or_root() -> None:
+    plan = _full_plan().replace(landlock=None, root=None, seccomp_bpf=None, uid=None, gid=None)
     assert LaunchPlan.from_wire(plan.to_wire()) == plan
 
 
@@ -156,6 +172,7 @@ def test_wire_format_is_a_plain_marshal_mapping() -> None:
     assert isinstance(data, dict)
     assert set(data) == set(LaunchPlan.__slots__)
     assert data["landlock"] == {"deny_tcp": True, "read_exec": ("/usr", "/bin"), "read_write": ("/w",), "scope": False}
+    assert data["root"] == {"read_only": ("/usr", "/etc"), "read_write": ("/w", "/dev/null")}
 
 
 @pytest.mark.parametrize(
@@ -167,8 +184,9 @@ def test_wire_format_is_a_plain_marshal_mapping() -> None:
         (marshal.dumps({"argv": ("true",), "env": {}}), TypeError),  # cwd missing
         (marshal.dumps({"argv": ("true",), "env": {}, "cwd": "/", "evil": 1}), TypeError),
         (marshal.dumps({"argv": ("true",), "env": {}, "cwd": "/", "landlock": {"bogus": 1}}), TypeError),
+        (marshal.dumps({"argv": ("true",), "env": {}, "cwd": "/", "root": {"bogus": 1}}), TypeError),
     ],
-    ids=["empty", "garbage", "list", "missing-field", "unknown-field", "bad-landlock"],
+    ids=["empty", "garbage", "list", "missing-field", "unknown-field", "bad-landlock", "bad-root"],
 )
 def test_from_wire_rejects_what_is_not_a_plan(raw: bytes, error: type[Exception]) -> None:
     """The launcher turns exactly these exception types into an `abort` event (exit 125)."""
@@ -211,6 +229,7 @@ def test_wire_round_trip_property(
         tmp_size_mb=tmp,
         seccomp_bpf=bpf,
         landlock=LandlockSpec(read_exec=read_exec, read_write=read_write),
+        root=RootSpec(read_only=read_exec, read_write=read_write),
         strict=strict,
     )
     assert LaunchPlan.from_wire(plan.to_wire()) == plan

@@ -26,7 +26,7 @@ import pytest
 from support.processes import marker_pids, unique_sleep, wait_marker_gone
 
 from hanzo_sandbox_mcp.launch import launcher_argv
-from hanzo_sandbox_mcp.launch_plan import NAMESPACE_NAMES, LandlockSpec, LaunchPlan
+from hanzo_sandbox_mcp.launch_plan import NAMESPACE_NAMES, LandlockSpec, LaunchPlan, RootSpec
 from hanzo_sandbox_mcp.linux.paths import RW_DEVICES, SYSTEM_READ_PATHS, python_paths
 
 IS_ROOT = os.geteuid() == 0
@@ -65,6 +65,8 @@ def workdir(work_root: Path) -> Path:
 
 def make_plan(workdir: Path, argv: list[str], **changes: Any) -> LaunchPlan:
     """Every layer, as `LinuxSandbox.harden` would ask for them, written out by hand."""
+    read_only = (*SYSTEM_READ_PATHS, *python_paths())
+    read_write = (str(workdir), *RW_DEVICES)
     plan = LaunchPlan(
         argv=tuple(argv),
         env={"PATH": "/usr/bin:/bin", "HOME": str(workdir), "LANG": "C.UTF-8"},
@@ -76,12 +78,8 @@ def make_plan(workdir: Path, argv: list[str], **changes: Any) -> LaunchPlan:
         tmp_size_mb=16,
         rlimits={"core": 0, "nofile": 256, "nproc": 64},
         no_new_privs=True,
-        landlock=LandlockSpec(
-            read_exec=(*SYSTEM_READ_PATHS, *python_paths()),
-            read_write=(str(workdir), *RW_DEVICES),
-            deny_tcp=False,
-            scope=True,
-        ),
+        landlock=LandlockSpec(read_exec=read_only, read_write=read_write, deny_tcp=False, scope=True),
+        root=RootSpec(read_only=read_only, read_write=read_write),
         seccomp_bpf=_seccomp(),
         strict=False,
     )
@@ -272,6 +270,28 @@ def test_a_plan_without_layers_reports_none(launch: Any, workdir: Path) -> None:
     assert applied["uid"] == COMMAND_UID
     assert run.events[3]["exit_code"] == 0
     assert run.stdout == b"bare\n"
+
+
+def test_without_landlock_the_private_root_still_hides_unlisted_paths(launch: Any, workdir: Path) -> None:
+    """The private root stands alone: with Landlock off, a host path outside the allowlist does not exist."""
+    assert os.path.isdir("/var/log"), "precondition: the host has /var/log"
+    run = launch(make_plan(workdir, ["sh", "-c", "test -e /var/log && echo seen || echo hidden"], landlock=None))
+    assert run.finish() == 0
+    assert run.wait_event("setup")["rootfs"] is True
+    assert "landlock_abi" not in run.wait_event("applied")
+    assert run.stdout == b"hidden\n"
+
+
+def test_without_a_private_root_landlock_still_denies_unlisted_paths(launch: Any, workdir: Path) -> None:
+    """Landlock stands alone: with the mount namespace kept but no private root, the host's /var/log exists
+    (the control: stat needs no Landlock right) and reading it is denied."""
+    assert os.path.isdir("/var/log"), "precondition: the host has /var/log"
+    script = "test -e /var/log && echo exists; ls /var/log >/dev/null 2>&1 && echo listed || echo denied"
+    run = launch(make_plan(workdir, ["sh", "-c", script], root=None))
+    assert run.finish() == 0
+    assert run.wait_event("setup")["rootfs"] is False
+    assert isinstance(run.wait_event("applied")["landlock_abi"], int)
+    assert run.stdout == b"exists\ndenied\n"
 
 
 def test_a_command_killed_by_a_signal(launch: Any, workdir: Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from hanzo_sandbox_mcp.launch_plan import NAMESPACE_NAMES, LandlockSpec, LaunchPlan
+from hanzo_sandbox_mcp.launch_plan import NAMESPACE_NAMES, LandlockSpec, LaunchPlan, RootSpec
 from hanzo_sandbox_mcp.linux import sandbox as linux_sandbox
 from hanzo_sandbox_mcp.linux.paths import RW_DEVICES, SYSTEM_READ_PATHS, python_paths, reachable_by
 from hanzo_sandbox_mcp.linux.sandbox import LinuxSandbox, command_ids
@@ -105,6 +105,10 @@ def test_plan_for_each_network_mode(linux: LinuxSandbox, tmp_path: Path, network
             deny_tcp=network is NetworkMode.NONE,
             scope=True,
         ),
+        root=RootSpec(
+            read_only=(*SYSTEM_READ_PATHS, *python_paths()),
+            read_write=(str(tmp_path), "/dev/null", "/dev/zero", "/dev/full", "/dev/tty"),
+        ),
         seccomp_bpf=_filter(network),
         strict=False,
         wrapper=(),
@@ -145,6 +149,14 @@ def test_extra_fs_read_and_write_flow_into_landlock(linux: LinuxSandbox, tmp_pat
     assert spec.read_exec[: len(SYSTEM_READ_PATHS)] == SYSTEM_READ_PATHS
     assert spec.read_write == (str(tmp_path), *RW_DEVICES, "/var/cache/build")
     assert "/var/cache/build" not in spec.read_exec
+
+
+def test_the_private_root_holds_the_same_allowlist_as_landlock(linux: LinuxSandbox, tmp_path: Path) -> None:
+    policy = SandboxPolicy(extra_fs_read=(Path("/opt/tools"),), extra_fs_write=(Path("/var/cache/build"),))
+    plan = linux.harden(["true"], policy.with_workdir(tmp_path), env=ENV)
+    assert plan.root is not None and plan.landlock is not None
+    assert plan.root.read_only == plan.landlock.read_exec
+    assert plan.root.read_write == plan.landlock.read_write
 
 
 def test_extra_env_flows_into_the_environment(linux: LinuxSandbox, tmp_path: Path) -> None:
