@@ -434,14 +434,18 @@ env = {"PATH": "/usr/bin:/bin"}
 async def call():
     return await run_sandboxed(sandbox, policy, ["true"], timeout_s=30, env=env)
 
-def spare():
-    # descriptors still free (opened until EMFILE, then closed): needs none itself
+def fill():
+    # every free descriptor, opened until EMFILE
     held = []
     try:
         while True:
             held.append(os.open("/dev/null", os.O_RDONLY))
     except OSError:
-        pass
+        return held
+
+def spare():
+    # how many descriptors are still free (needs none itself)
+    held = fill()
     for fd in held:
         os.close(fd)
     return len(held)
@@ -449,12 +453,7 @@ def spare():
 async def main():
     print(json.dumps({"warm": (await call()).exit_code}))
     for free in (2, 0, 2, 2):
-        held = []
-        try:
-            while True:
-                held.append(os.open("/dev/null", os.O_RDONLY))
-        except OSError:
-            pass
+        held = fill()
         for fd in held[len(held) - free :]:
             os.close(fd)
         del held[len(held) - free :]

@@ -417,32 +417,3 @@ def test_open_beneath_does_not_hang_on_a_fifo(workdir: Path) -> None:
 def test_open_beneath_names_a_missing_file(workdir: Path) -> None:
     with pytest.raises(RequestError, match="does not exist"):
         _read(workdir, "nope.txt")
-
-
-# -- deleting what the model left ------------------------------------------------------------------------
-
-
-def test_remove_tree_deletes_locked_directories(tmp_path: Path) -> None:
-    top = tmp_path / "w"
-    (top / "a" / "b").mkdir(parents=True)
-    (top / "a" / "b" / "f").write_text("x")
-    os.chmod(top / "a" / "b", 0)
-    os.chmod(top / "a", 0o500)
-    remove_tree(top)
-    assert not top.exists()
-
-
-def test_remove_tree_never_follows_a_link_out(tmp_path: Path) -> None:
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    (outside / "keep.txt").write_text("keep")
-    top = tmp_path / "w"
-    top.mkdir()
-    (top / "link").symlink_to(outside)
-    remove_tree(top)
-    assert not top.exists()
-    assert (outside / "keep.txt").read_text() == "keep"
-
-
-def test_remove_tree_of_a_missing_path_is_a_no_op(tmp_path: Path) -> None:
-    remove_tree(tmp_path / "missing")
