@@ -356,20 +356,25 @@ class WorkdirFactory:
     async def create(self, prefix: str = "w-") -> WorkdirQuota:
         """A fresh, empty, private (0700) workdir owned by the command uid, with its quota."""
         mode, _why = await self.mode()
-        if mode == "polled":
-            path = await anyio.to_thread.run_sync(create_workdir, self.root, prefix, self.owner)
-            return PolledQuota(path, self.limits, owned=True)
-        from .linux import quotafs
+        if mode == "filesystem":
+            from .linux import quotafs
 
-        size = quotafs.image_size(self.limits.bytes, self.limits.inodes)
-        self._check_disk(size)  # on the event loop: one statvfs and a stat per open session, microseconds
-        self._pending += size
-        try:
-            quota = await anyio.to_thread.run_sync(self._create_filesystem, prefix, size)
-        finally:
-            self._pending -= size
-        self._live.add(quota)
-        return quota
+            size = quotafs.image_size(self.limits.bytes, self.limits.inodes)
+            self._check_disk(size)  # on the event loop: one statvfs and a stat per open session, microseconds
+            self._pending += size
+            try:
+                quota = await anyio.to_thread.run_sync(self._create_filesystem, prefix, size)
+            except OSError as exc:
+                # Loop devices used up, an image that cannot be made: this workdir is counted instead
+                # (its results say quota_mode "polled"), rather than the session failing.
+                _log.warning("a workdir filesystem could not be made (%s); this workdir is polled", exc)
+            else:
+                self._live.add(quota)
+                return quota
+            finally:
+                self._pending -= size
+        path = await anyio.to_thread.run_sync(create_workdir, self.root, prefix, self.owner)
+        return PolledQuota(path, self.limits, owned=True)
 
     def _create_filesystem(self, prefix: str, size: int) -> FilesystemQuota:
         from .linux import quotafs

@@ -123,3 +123,35 @@ def test_a_session_the_disk_cannot_hold_is_refused(work_root: Path) -> None:
         assert anyio.run(factory.release, second)
     finally:
         assert remove_tree(root)
+
+
+def test_a_workdir_filesystem_that_cannot_be_made_falls_back_to_a_polled_workdir(work_root: Path) -> None:
+    """The images directory made immutable (chattr +i): the image cannot be created, the session still
+    gets a workdir, counted instead, and says so."""
+    import shutil
+    import subprocess
+
+    from hanzo_sandbox_mcp.quota import QuotaLimits, WorkdirFactory
+    from hanzo_sandbox_mcp.treewalk import remove_tree
+
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr (e2fsprogs) is missing")
+    uid = expected_command_uid()
+    root = work_root / "fallback"
+    root.mkdir(mode=0o711)
+    factory = WorkdirFactory(root, (uid, uid), QuotaLimits.of(8))
+    try:
+        if anyio.run(factory.mode)[0] != "filesystem":
+            pytest.skip(anyio.run(factory.mode)[1])
+        if subprocess.run(["chattr", "+i", str(factory.images)], check=False).returncode != 0:
+            pytest.skip(f"the filesystem under {work_root} has no immutable flag")
+        quota = anyio.run(factory.create)
+        assert quota.mode == "polled" and quota.path.is_dir() and not os.path.ismount(quota.path)
+        assert anyio.run(factory.release, quota)
+        subprocess.run(["chattr", "-i", str(factory.images)], check=True)
+        control = anyio.run(factory.create)  # positive control: with the directory writable again
+        assert control.mode == "filesystem", control
+        assert anyio.run(factory.release, control)
+    finally:
+        subprocess.run(["chattr", "-i", str(factory.images)], check=False)
+        assert remove_tree(root)
