@@ -340,6 +340,8 @@ class WorkdirFactory:
             return "polled", "a filesystem per workdir needs Linux loop devices"
         from .linux import quotafs
 
+        if os.geteuid() != 0:
+            return "polled", "the server is not root: a filesystem per workdir needs loop devices, which need root"
         self._make_images_dir()
         why = quotafs.unavailable_reason(self.images)
         if why is not None:
