@@ -106,10 +106,10 @@ def _open_dir(parent: int, name: str, *, make_writable: bool) -> tuple[int, os.s
 
 
 def _open_root(path: Path | str, *, make_writable: bool) -> tuple[int, int | None] | None:
-    """The walk's root, opened from its parent (the server's own directory) like any other entry; None
-    when it is missing or not a directory."""
+    """The walk's root, opened from its parent like any other entry; None when it is missing or not a
+    directory. The parent is opened O_PATH: a 0711 sessions root (or a user's) needs only search."""
     parent_path, name = os.path.split(os.path.abspath(os.fspath(path)))
-    parent = os.open(parent_path or "/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    parent = os.open(parent_path or "/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fd, _st, restore = _open_dir(parent, name, make_writable=make_writable)
     except OSError as exc:
@@ -159,6 +159,10 @@ class _Walk:
             fd, st, restore = _open_dir(parent, name, make_writable=self.removing)
         except OSError as exc:
             if exc.errno in _NOT_A_DIR:
+                return False
+            if exc.errno in (errno.EACCES, errno.EPERM) and not self.removing:
+                # Someone else's directory (a `run --workdir` tree) that its mode hides even from chmod:
+                # a command cannot make one, so nothing it wrote hides there.
                 return False
             raise
         if st.st_dev != self.device:
@@ -338,7 +342,7 @@ def remove_tree(
     parent_path, name = os.path.split(os.path.abspath(os.fspath(path)))
     for attempt in range(1, max(1, attempts) + 1):
         try:
-            parent = os.open(parent_path or "/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            parent = os.open(parent_path or "/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
             return True
         except OSError as exc:

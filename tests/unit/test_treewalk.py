@@ -342,3 +342,40 @@ def test_the_walker_runs_as_a_stdlib_script_for_a_child_process(tmp_path: Path) 
     )
     usage = tree_usage(tmp_path)
     assert proc.stdout.split() == [str(usage.bytes), str(usage.inodes), "1"]
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs a directory owned by another uid")
+def test_usage_skips_a_directory_it_may_not_enter_even_by_chmod() -> None:
+    """Root makes a mode-000 directory owned by root; a count as another uid skips it and goes on."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    import hanzo_sandbox_mcp.treewalk as treewalk
+
+    base = Path(tempfile.mkdtemp(prefix="hanzo-walk-", dir="/var/tmp"))
+    try:
+        base.chmod(0o711)
+        script = base / "treewalk.py"  # a copy the other uid can read, whatever the checkout's modes
+        shutil.copyfile(treewalk.__file__, script)
+        script.chmod(0o644)
+        tree = base / "tree"
+        (tree / "theirs").mkdir(parents=True)
+        (tree / "theirs" / "f").write_bytes(os.urandom(100_000))
+        os.chmod(tree / "theirs", 0)
+        (tree / "mine").write_bytes(os.urandom(50_000))
+        os.chown(tree / "mine", 65534, 65534)
+        os.chown(tree, 65534, 65534)
+        proc = subprocess.run(
+            ["/usr/bin/python3", "-I", "-S", str(script), str(tree)],
+            user=65534,
+            group=65534,
+            extra_groups=[],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert proc.stdout.split() == [str(_blocks(tree / "theirs") + _blocks(tree / "mine")), "2", "1"]
+    finally:
+        assert remove_tree(base)
