@@ -26,7 +26,7 @@ import anyio.abc
 
 from .config import OutputSettings
 from .errors import RequestError, SandboxUnavailable
-from .launch import LaunchReport, launcher_argv
+from .launch import LaunchReport, launcher_argv, seal
 from .launch_plan import LaunchPlan
 from .output import CappedBuffer
 from .policy import SandboxPolicy
@@ -218,7 +218,8 @@ async def run_sandboxed(
         quota = PolledQuota(require_workdir(policy), QuotaLimits.of(policy.workdir_quota_mb), owned=False)
     try:
         plan = _cap_file_size(_prepare(sandbox, policy, argv, cwd, env), quota)
-        return await _run(sandbox, policy, plan, stdin, timeout_s, output, on_output, quota)
+        plan, report = seal(plan)  # a fresh token: the status pipe accepts only this call's launcher
+        return await _run(sandbox, policy, plan, report, stdin, timeout_s, output, on_output, quota)
     except OSError as exc:
         if exc.errno in (errno.EMFILE, errno.ENFILE):
             raise _out_of_descriptors(exc) from None
@@ -233,6 +234,7 @@ async def _run(
     sandbox: Sandbox,
     policy: SandboxPolicy,
     plan: LaunchPlan,
+    report: LaunchReport,
     stdin: bytes | None,
     timeout_s: float,
     output: OutputSettings,
@@ -241,7 +243,7 @@ async def _run(
 ) -> ExecResult:
     stdout = CappedBuffer(output.max_stdout_bytes)
     stderr = CappedBuffer(output.max_stderr_bytes)
-    state = _CallState()
+    state = _CallState(report=report)
 
     plan_r, plan_w, status_r, status_w = _pipes()
     started = time.monotonic()

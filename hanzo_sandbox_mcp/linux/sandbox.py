@@ -10,14 +10,13 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..env_scrub import scrub_env
 from ..errors import SandboxUnavailable
-from ..launch import LaunchReport, launcher_argv
+from ..launch import LaunchReport, seal, start_launcher
 from ..launch_plan import NAMESPACE_NAMES, LandlockSpec, LaunchPlan, RootSpec
 from ..policy import NetworkMode, SandboxPolicy
 from ..protection import EffectiveProtection, Layer, LayerStatus
@@ -171,6 +170,8 @@ class LinuxSandbox:
             private_tmp=launch.private_tmp,
             uid=launch.uid,
             gid=launch.gid,
+            groups=launch.groups,
+            capabilities_empty=launch.capabilities_empty,
             missing=tuple(missing),
         )
 
@@ -183,6 +184,9 @@ class LinuxSandbox:
             out.append(f"namespaces {', '.join(lost)}: {why}")
         if "mount" in namespaces and not launch.rootfs:
             out.append(f"private root, fresh /proc and private /tmp: {launch.errors.get('rootfs', 'not built')}")
+        if launch.uid is None or launch.uid == 0 or "uid_drop" in launch.errors:
+            why = launch.errors.get("uid_drop") or f"the command runs as host uid {launch.uid}"
+            out.append(f"uid drop: {why}")
         if policy.network is NetworkMode.LOOPBACK and "net" in namespaces and not launch.loopback:
             out.append(f"loopback interface: {launch.errors.get('loopback', 'not brought up')}")
         if policy.network is not NetworkMode.FULL:
@@ -265,34 +269,19 @@ class LinuxSandbox:
 
 
 def _probe(sandbox: LinuxSandbox) -> LaunchReport:
-    """Run the launcher once, synchronously, on /bin/true with every layer requested (not strict)."""
-    report = LaunchReport()
+    """Run the launcher once, synchronously, on /bin/true with every layer requested (not strict).
+
+    It may run in an anyio worker thread (`capabilities`, the service's start): the launcher's parent-death
+    signal fires when the thread that spawned it exits, and this thread blocks in `proc.wait()` until the
+    launcher is gone, so no worker thread ending can kill a launcher it started."""
     with tempfile.TemporaryDirectory(prefix="hanzo-probe-") as tmp:
         workdir = Path(tmp)
         policy = SandboxPolicy().with_workdir(workdir)
         uid, gid = command_ids(policy)
         if os.geteuid() == 0:
             os.chown(workdir, uid, gid)
-        plan = sandbox.harden(["true"], policy, env={"PATH": "/usr/bin:/bin"})
-        plan_r, plan_w = os.pipe()
-        status_r, status_w = os.pipe()
-        try:
-            proc = subprocess.Popen(
-                launcher_argv(plan_r, status_w),
-                pass_fds=(plan_r, status_w),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                env={},
-            )
-        finally:
-            os.close(plan_r)
-            os.close(status_w)
-        try:
-            with os.fdopen(plan_w, "wb") as plan_pipe:
-                plan_pipe.write(plan.to_wire())
-        except BrokenPipeError:
-            pass
+        plan, report = seal(sandbox.harden(["true"], policy, env={"PATH": "/usr/bin:/bin"}))
+        proc, status_r = start_launcher(plan.to_wire())
         with os.fdopen(status_r, "rb") as status_pipe:
             report.feed_all(status_pipe.read())
         proc.wait()

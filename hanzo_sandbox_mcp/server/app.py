@@ -16,6 +16,9 @@ What is an error, decided once for every tool:
 - Protocol misuse (malformed requests, unknown methods, an unreadable resource URI) is a JSON-RPC error,
   answered by the SDK.
 
+Each call is attributed to its client (`clients.py`), which decides what a call without `session_id`
+uses and which share of the server's call slots it waits for.
+
 Progress: when a `tools/call` request carries a progress token, output is streamed as progress
 notifications, at most one every 0.25 s, each with the tail of the output as its message. Cancelling the
 request kills the command's whole process tree at once (the runner does it on cancellation).
@@ -33,6 +36,7 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from mcp_types import CallToolResult, ContentBlock, ResourceLink, TextContent, ToolAnnotations
 from pydantic import Field
 
+from ..clients import ClientId, client_of_request
 from ..errors import HanzoSandboxError, SessionNotFound
 from ..policy import NetworkMode
 from ..service import (
@@ -80,6 +84,10 @@ def build_server(service: SandboxService) -> MCPServer:
     limits = settings.exec
     network = settings.policy.network
     open_world = network is NetworkMode.FULL
+
+    def client_of(ctx: Context) -> ClientId:
+        return client_of_request(ctx.request_context, service.client_left)
+
     sessions_text = rules.retention  # says what a call without session_id uses, too
     errors_text = (
         "A non-zero exit_code is not an error: the command ran and its status is data. The call fails "
@@ -144,6 +152,7 @@ def build_server(service: SandboxService) -> MCPServer:
                 timeout_s=timeout_s,
                 stdin=stdin,
                 on_output=_ProgressStreamer(ctx),
+                client=client_of(ctx),
             )
         return _run_result(result)
 
@@ -168,7 +177,12 @@ def build_server(service: SandboxService) -> MCPServer:
     ) -> Annotated[CallToolResult, RunResult]:
         async with _tool_errors():
             result = await service.run_python(
-                code, session_id=session_id, timeout_s=timeout_s, stdin=stdin, on_output=_ProgressStreamer(ctx)
+                code,
+                session_id=session_id,
+                timeout_s=timeout_s,
+                stdin=stdin,
+                on_output=_ProgressStreamer(ctx),
+                client=client_of(ctx),
             )
         return _run_result(result)
 
@@ -181,9 +195,9 @@ def build_server(service: SandboxService) -> MCPServer:
             read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
         ),
     )
-    async def create_session() -> SessionInfo:
+    async def create_session(ctx: Context) -> SessionInfo:
         async with _tool_errors():
-            return await service.create_session()
+            return await service.create_session(client=client_of(ctx))
 
     @server.tool(
         title="Close a session",
@@ -214,13 +228,14 @@ def build_server(service: SandboxService) -> MCPServer:
         ),
     )
     async def list_files(
+        ctx: Context,
         session_id: SessionArg = None,
         path: Annotated[
             str | None, Field(description="Directory relative to the workdir (default: the workdir itself).")
         ] = None,
     ) -> Annotated[CallToolResult, FileListing]:
         async with _tool_errors():
-            listing = await service.list_files(session_id, path)
+            listing = await service.list_files(session_id, path, client=client_of(ctx))
         return _listing_result(listing)
 
     @server.tool(

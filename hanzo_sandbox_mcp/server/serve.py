@@ -51,7 +51,7 @@ async def serve_async(
     if transport == "stdio":
         await _serve_stdio(settings)
         return
-    service = SandboxService(settings, implicit_session="new")
+    service = SandboxService(settings, implicit_session="protocol_session")
     http = HttpServer(build_server(service), settings, transport, host, port)
 
     async def stop(_signum: int) -> None:

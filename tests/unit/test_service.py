@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import pytest
 
+from hanzo_sandbox_mcp.clients import ANONYMOUS, LOCAL
 from hanzo_sandbox_mcp.config import ExecSettings, SessionSettings, Settings
 from hanzo_sandbox_mcp.errors import RequestError, SandboxUnavailable, SessionNotFound
 from hanzo_sandbox_mcp.protection import EffectiveProtection
@@ -87,10 +88,12 @@ async def test_default_sessions_reuse_one_workdir(service: SandboxService) -> No
     assert first.session_id == second.session_id and second.stdout == "1\n"
 
 
-async def test_new_implicit_sessions_get_a_fresh_workdir_each_call(sandbox: Sandbox) -> None:
-    async with SandboxService(_settings(), sandbox=sandbox, implicit_session="new") as svc:
-        first = await svc.run_command("echo 1 > f")
-        second = await svc.run_command("cat f")
+async def test_a_client_without_a_protocol_session_gets_a_fresh_workdir_each_call(sandbox: Sandbox) -> None:
+    async with SandboxService(_settings(), sandbox=sandbox, implicit_session="protocol_session") as svc:
+        first = await svc.run_command("echo 1 > f", client=ANONYMOUS)
+        second = await svc.run_command("cat f", client=ANONYMOUS)
+        with pytest.raises(RequestError, match="pass session_id"):
+            await svc.list_files(client=ANONYMOUS)
     assert first.session_id != second.session_id
     assert second.exit_code != 0
 
@@ -389,11 +392,10 @@ async def test_calls_queue_for_the_global_limit_and_one_slow_call_does_not_block
                 assert quick.stdout == "quick\n" and not results
                 # With both slots taken, a third call queues instead of failing.
                 group.start_soon(slow_call, "gate2")
-                assert svc._limiter is not None
-                while svc._limiter.borrowed_tokens < 2:
+                while svc.admission.running < 2:
                     await anyio.sleep(0.01)
                 group.start_soon(svc.run_command, "echo queued")
-                while svc._limiter.statistics().tasks_waiting < 1:
+                while svc.admission.waiting_for(LOCAL.key) < 1:
                     await anyio.sleep(0.01)
                 # Open the gates of both slow calls.
                 for gate in ("gate1", "gate2"):
