@@ -18,7 +18,8 @@ Lifetime rules (the tool descriptions repeat them to the model):
   `SessionLimitReached`;
 - `close()` ends a session at once: its running calls are cancelled (the runner kills their process
   trees), then its workdir is deleted;
-- `aclose()` (server shutdown, SIGTERM, stdin EOF) deletes every workdir and the sessions root.
+- `aclose()` (server shutdown, SIGTERM, stdin EOF) deletes every workdir and the sessions root;
+  if the server dies instead (SIGKILL, a crash), its watchdog does (reaper.py).
 
 Ending a session never raises and never leaves the manager broken, whatever the model left in the
 workdir: a workdir that cannot be deleted yet is logged and retried on the next expiry sweep and at
@@ -63,6 +64,7 @@ from .filenames import display_path, quoted, unescape_name
 from .linux.paths import reachable_by
 from .policy import SandboxPolicy
 from .quota import QuotaLimits, QuotaMode, WorkdirFactory, WorkdirQuota
+from .reaper import ClaimedRoot, claim_root
 from .treewalk import remove_tree
 
 __all__ = [
@@ -178,6 +180,7 @@ class SessionManager:
         self._workdirs: WorkdirFactory | None = None
         self._leftovers: list[WorkdirQuota] = []
         """Workdirs of ended sessions whose removal failed: retried by the sweep and at shutdown."""
+        self._claim: ClaimedRoot | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -203,10 +206,10 @@ class SessionManager:
         else:
             parent = _default_parent()
         # A fresh directory per server process, so two servers sharing a configured root never touch
-        # each other's workdirs, and shutdown can remove the whole tree.
-        root = Path(tempfile.mkdtemp(prefix="hanzo-sandbox-", dir=parent))
-        os.chmod(root, _ROOT_MODE)
-        self._root = root
+        # each other's workdirs, and shutdown can remove the whole tree. It is locked for as long as this
+        # server lives, and its watchdog removes it if the server dies without cleaning up (reaper.py).
+        self._claim = claim_root(str(parent))
+        root = self._root = Path(self._claim.path)
         self._workdirs = WorkdirFactory(
             root,
             self._owner,
@@ -235,6 +238,10 @@ class SessionManager:
                 # Never crosses into a filesystem still mounted there: a stuck workdir stays, logged.
                 if not await anyio.to_thread.run_sync(remove_tree, root):
                     _log.warning("the sessions root %s could not be removed completely", root)
+            if self._claim is not None:
+                # The watchdog sees the end of its pipe: it exits, or removes what could not be removed.
+                claim, self._claim = self._claim, None
+                await anyio.to_thread.run_sync(claim.release)
 
     # -- lookup and creation ---------------------------------------------------------------------------
 
