@@ -1,16 +1,17 @@
 """Command line: `hanzo-sandbox-mcp [serve|run|doctor]`.
 
 `run` executes one command exactly as the server would (same sandbox, same policy, a fresh workdir unless
-`--workdir` is given), streams its output and exits with its status (128 + signal when killed). Errors are
-one clear line on stderr, never a traceback: exit 2 for bad usage or configuration, 125 when the sandbox
-cannot run the command.
+`--workdir` is given), streams its output and exits with its status (128 + signal when killed). On a
+terminal the command's control characters are shown as text (`--raw` writes them as they are); pipes
+and files get the exact bytes. Errors are one clear line on stderr, never a traceback: exit 2 for bad
+usage or configuration, 125 when the sandbox cannot run the command.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import shutil
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -21,6 +22,8 @@ import anyio
 from .config import Settings, load_settings
 from .errors import ConfigError, HanzoSandboxError, RequestError
 from .policy import NetworkMode
+from .terminal import TerminalEscaper, escape_for_terminal, wants_escaping
+from .version import package_version
 
 __all__ = ["main"]
 
@@ -34,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
         description="MCP server that runs commands and Python code inside an OS-level sandbox.",
     )
     parser.add_argument("--config", type=Path, help="TOML config file (default: the user's, else built in)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command")
 
     serve = sub.add_parser("serve", help="run the MCP server (default)")
@@ -49,12 +53,25 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, help="wall-clock timeout in seconds")
     run.add_argument("--strict", action="store_true", help="refuse to run if any layer cannot be applied")
     run.add_argument("--json", action="store_true", help="print the whole result as one JSON object")
+    run.add_argument(
+        "--raw",
+        action="store_true",
+        help="write the command's output to a terminal unchanged (by default its control characters, such "
+        "as escape sequences, are shown as text there; pipes and files always get the exact bytes)",
+    )
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
 
     doctor = sub.add_parser("doctor", help="show which sandbox layers this machine supports")
     doctor.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML config file")
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
+
+
+def _say(message: str, *, raw: bool) -> None:
+    """One line on stderr; the message can quote the command, so on a terminal it is escaped too."""
+    if wants_escaping(sys.stderr.fileno(), raw=raw):
+        message = escape_for_terminal(message)
+    print(f"hanzo-sandbox-mcp: {message}", file=sys.stderr)
 
 
 def _setup_logging(level: str) -> None:
@@ -80,10 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
     except (ConfigError, RequestError) as exc:
-        print(f"hanzo-sandbox-mcp: {exc}", file=sys.stderr)
+        _say(str(exc), raw=args.__dict__.get("raw", False))
         return EXIT_USAGE
     except HanzoSandboxError as exc:
-        print(f"hanzo-sandbox-mcp: {exc}", file=sys.stderr)
+        _say(str(exc), raw=args.__dict__.get("raw", False))
         return EXIT_SANDBOX
     except KeyboardInterrupt:
         return 130
@@ -99,9 +116,12 @@ def _doctor(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from .quota import QuotaLimits, WorkdirFactory, WorkdirQuota
+    from .results import ExecResult
     from .runner import run_sandboxed
     from .sandbox import ensure_required, for_mode
-    from .workdir import command_owner, create_workdir
+    from .treewalk import remove_tree
+    from .workdir import command_owner
 
     command = list(args.argv)
     if command[:1] == ["--"]:
@@ -120,41 +140,71 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     sandbox = for_mode(settings.mode)
     ensure_required(settings.mode, sandbox, policy)
 
-    fresh: Path | None = None
+    fresh_root: Path | None = None
+    workdir: Path | None = None
     if args.workdir is not None:
         workdir = args.workdir.resolve()
         if not workdir.is_dir():
             raise RequestError(f"--workdir {args.workdir} is not an existing directory")
     else:
-        fresh = workdir = create_workdir(
-            Path(tempfile.gettempdir()), "hanzo-run-", command_owner(policy.sandbox_uid, policy.sandbox_gid)
-        )
+        # A private parent (0711) holds the fresh workdir and, in filesystem mode, its image (0700 inside).
+        fresh_root = Path(tempfile.mkdtemp(prefix="hanzo-run-root-", dir=tempfile.gettempdir()))
+        os.chmod(fresh_root, 0o711)
     stream = not args.json
+    targets = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
+    # Each stream on its own: `run ... | less` keeps stdout exact while stderr on the terminal is escaped.
+    escapers = {
+        name: TerminalEscaper() for name, target in targets.items() if wants_escaping(target.fileno(), raw=args.raw)
+    }
 
     async def echo(name: str, chunk: bytes) -> None:
-        target = sys.stdout.buffer if name == "stdout" else sys.stderr.buffer
-        target.write(chunk)
-        target.flush()
+        escaper = escapers.get(name)
+        targets[name].write(escaper.feed(chunk) if escaper else chunk)
+        targets[name].flush()
 
-    try:
-        result = anyio.run(
-            lambda: run_sandboxed(
+    async def run_once() -> ExecResult:
+        factory: WorkdirFactory | None = None
+        quota: WorkdirQuota | None = None
+        target = workdir
+        if fresh_root is not None:
+            factory = WorkdirFactory(
+                fresh_root,
+                command_owner(policy.sandbox_uid, policy.sandbox_gid),
+                QuotaLimits.of(policy.workdir_quota_mb, settings.sessions.workdir_inodes),
+                force_polled=settings.sessions.quota_mode == "polled",
+                disk_reserve_bytes=settings.sessions.disk_reserve_mb * 1024 * 1024,
+            )
+            quota = await factory.create("hanzo-run-")
+            target = quota.path
+        assert target is not None
+        try:
+            return await run_sandboxed(
                 sandbox,
-                policy.with_workdir(workdir),
+                policy.with_workdir(target),
                 command,
                 timeout_s=timeout,
                 output=settings.output,
                 on_output=echo if stream else None,
+                quota=quota,
             )
-        )
+        finally:
+            if factory is not None and quota is not None:
+                with anyio.CancelScope(shield=True):
+                    await factory.release(quota)
+
+    try:
+        result = anyio.run(run_once)
     finally:
-        if fresh is not None:
-            shutil.rmtree(fresh, ignore_errors=True)
+        if fresh_root is not None:
+            remove_tree(fresh_root)
     if args.json:
         print(result.model_dump_json(indent=2))
     else:
+        for name, escaper in escapers.items():
+            targets[name].write(escaper.flush())
+            targets[name].flush()
         if result.timed_out:
-            print(f"hanzo-sandbox-mcp: timed out after {timeout:g} s", file=sys.stderr)
+            _say(f"timed out after {timeout:g} s", raw=args.raw)
         if result.error:  # never streamed: it comes from the launcher, not from the command
-            print(f"hanzo-sandbox-mcp: {result.error}", file=sys.stderr)
+            _say(result.error, raw=args.raw)
     return result.returncode

@@ -28,6 +28,7 @@ __all__ = [
     "OutputSettings",
     "SessionSettings",
     "Settings",
+    "StdioSettings",
     "default_config_path",
     "format_validation_error",
     "load_settings",
@@ -80,6 +81,17 @@ class SessionSettings(_Section):
     idle_ttl_s: float = Field(3600.0, gt=0, le=30 * 86400)
     max_sessions: int = Field(64, ge=1, le=100_000)
     root: Path | None = Field(None, description="Where workdirs live; None: a private temp directory.")
+    quota_mode: Literal["auto", "polled"] = Field(
+        "auto",
+        description="auto: a filesystem per workdir when the server is root with loop devices, else polled; "
+        "polled: always count the workdir in the background.",
+    )
+    workdir_inodes: int | None = Field(
+        None, ge=64, le=1 << 32, description="Files and directories a workdir may hold; None: 256 per MiB of quota."
+    )
+    disk_reserve_mb: int = Field(
+        1024, ge=0, le=1 << 30, description="Host disk kept free beyond every filesystem workdir's quota (MiB)."
+    )
 
 
 #: A client name from `[http] tokens`: what logs and the fairness layer call that client.
@@ -153,6 +165,14 @@ class HttpSettings(_Section):
             return False
 
 
+class StdioSettings(_Section):
+    """The stdio transport (one JSON-RPC message per line)."""
+
+    # The largest legal request is run_python with 1 MiB of code and 4 MiB of stdin; JSON escaping can
+    # make text 6 times longer (a control character becomes \u0001), so 30 MiB, plus the envelope.
+    max_line_bytes: int = Field(32 * _MiB, ge=64 * 1024, le=1024 * _MiB)
+
+
 class Settings(_Section):
     """Everything the server reads from its configuration."""
 
@@ -162,6 +182,7 @@ class Settings(_Section):
     exec: ExecSettings = ExecSettings()
     sessions: SessionSettings = SessionSettings()
     http: HttpSettings = HttpSettings()
+    stdio: StdioSettings = StdioSettings()
     audit_log: Path | None = Field(None, description="JSON-lines audit log of calls; None: no audit log.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -51,6 +51,7 @@ from .admission import FairAdmission
 from .clients import LOCAL, ClientId
 from .config import Settings
 from .errors import RequestError
+from .filenames import display_path, escape_name, quoted
 from .linux.paths import reachable_by
 from .policy import NetworkMode, SandboxMode
 from .protection import EffectiveProtection, LayerStatus
@@ -130,10 +131,16 @@ class RunResult(ExecResult):
                 "was killed; the partial output is in the result. Pass a larger timeout_s (up to the "
                 "server's max_timeout_s, see capabilities), or make the command do less per call."
             )
+        if self.quota_exceeded and self.quota_mode == "filesystem":
+            return (
+                "the session's filesystem is full (its disk quota or its file limit, see capabilities): "
+                "writes failed with 'No space left on device' and the command was not stopped; delete files "
+                "you no longer need (or use a new session) and try again"
+            )
         if self.quota_exceeded:
             return (
-                "the session workdir exceeded its disk quota and the call was stopped; delete files you "
-                "no longer need (or use a new session) and try again"
+                "the session workdir went over its disk quota or its file limit (see capabilities) and the "
+                "call was stopped; delete files you no longer need (or use a new session) and try again"
             )
         if self.error:
             return f"the command could not run as asked: {self.error}"
@@ -179,15 +186,22 @@ class SessionClosed(BaseModel):
     closed: bool = Field(description="True: the session ended and its workdir was deleted.")
 
 
+_ESCAPED_NAMES = (
+    "Names are escaped so any file name fits in text: a byte that is not UTF-8 or belongs to a control "
+    "character is %XX, and a '%' followed by two hex digits is %25; pass names back exactly as listed."
+)
+
+
 class FileEntry(BaseModel):
     """One entry of a workdir listing (symbolic links are reported, never followed)."""
 
     model_config = ConfigDict(frozen=True)
 
-    name: str
-    path: str = Field(description="Path relative to the workdir.")
+    name: str = Field(description=f"The file name. {_ESCAPED_NAMES}")
+    path: str = Field(description="Path relative to the workdir, escaped like the name.")
     type: Literal["file", "directory", "symlink", "other"]
     size: int = Field(description="Size in bytes (of the link itself for a symlink).")
+    escaped: bool = Field(False, description="True when the name on disk differs from `name` (it was escaped).")
 
 
 class FileListing(BaseModel):
@@ -196,7 +210,7 @@ class FileListing(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     session_id: str
-    path: str = Field(description="The listed directory, relative to the workdir ('' for the workdir).")
+    path: str = Field(description="The listed directory, relative to the workdir ('' for the workdir), escaped.")
     entries: tuple[FileEntry, ...]
     truncated: bool = Field(description=f"More than {MAX_LIST_ENTRIES} entries: only the first are listed.")
 
@@ -241,7 +255,14 @@ class Limits(BaseModel):
     max_open_fds: int
     max_file_sz_mb: int
     tmp_size_mb: int
-    workdir_quota_mb: int = Field(description="Disk quota of a session workdir (the call is stopped above it).")
+    workdir_quota_mb: int = Field(description="Disk quota of a session workdir (MiB).")
+    workdir_inodes: int = Field(description="Files and directories a session workdir may hold.")
+    quota_mode: Literal["filesystem", "polled"] = Field(
+        description="'filesystem': each workdir is a filesystem of its own, so writes past the quota fail "
+        "(ENOSPC) and the command goes on; 'polled': a background count stops a call that takes the workdir "
+        "over the quota (it may overshoot by what is written between two counts)."
+    )
+    quota_mode_reason: str = Field(description="Why this quota mode (what this machine offers).")
     default_timeout_s: float
     max_timeout_s: float = Field(description="Largest timeout_s accepted; a larger one is refused.")
     max_concurrent_calls: int
@@ -302,6 +323,7 @@ class SandboxService:
             max_calls_per_session=settings.exec.max_concurrent_calls_per_session,
             owner=command_owner(settings.policy.sandbox_uid, settings.policy.sandbox_gid),
             clock=clock,
+            workdir_quota_mb=settings.policy.workdir_quota_mb,
         )
         self._task_group: anyio.abc.TaskGroup | None = None
         self._audit = _AuditLog(settings.audit_log) if settings.audit_log is not None else None
@@ -340,7 +362,10 @@ class SandboxService:
         while True:
             wait = self.sessions.seconds_until_next_expiry()
             await anyio.sleep(min(ttl, 60.0) if wait is None else min(wait + 0.05, 60.0))
-            await self.sessions.expire_idle()
+            try:
+                await self.sessions.expire_idle()
+            except Exception:  # a background task never takes the service (and every session) down
+                _log.exception("expiring idle sessions failed; retrying at the next sweep")
 
     # -- sessions --------------------------------------------------------------------------------------
 
@@ -508,6 +533,7 @@ class SandboxService:
                 timeout_s=timeout_s,
                 output=self.settings.output,
                 on_output=on_output,
+                quota=session.quota,
             )
         except Exception as exc:
             self._audit_call(tool, session, audit_text, None, error=str(exc))
@@ -550,7 +576,7 @@ class SandboxService:
         parts = relative_parts(path, session.workdir)
         listing = await anyio.to_thread.run_sync(_list_directory, session.workdir, parts)
         entries, truncated = listing
-        return FileListing(session_id=session.id, path="/".join(parts), entries=entries, truncated=truncated)
+        return FileListing(session_id=session.id, path=display_path(parts), entries=entries, truncated=truncated)
 
     async def read_file(self, session_id: str, path: str, *, max_bytes: int = MAX_READ_BYTES) -> FileContent:
         """Read a regular file of a session workdir, up to `max_bytes` (larger files are refused)."""
@@ -559,7 +585,7 @@ class SandboxService:
         if not parts:
             raise RequestError("pass the path of a file inside the workdir; list it with list_files")
         data = await anyio.to_thread.run_sync(_read_regular_file, session.workdir, parts, max_bytes)
-        return FileContent(session_id=session.id, path="/".join(parts), size=len(data), data=data)
+        return FileContent(session_id=session.id, path=display_path(parts), size=len(data), data=data)
 
     # -- reporting -------------------------------------------------------------------------------------
 
@@ -572,6 +598,7 @@ class SandboxService:
             lambda: (self.sandbox.effective(policy), self.sandbox.layers())
         )
         uname = os.uname()
+        quota_mode, quota_reason = await self.sessions.quota_mode()
         return Capabilities(
             platform=f"{sys.platform} {uname.release} {uname.machine}",
             sandbox=self.sandbox.name,
@@ -588,6 +615,9 @@ class SandboxService:
                 max_file_sz_mb=policy.max_file_sz_mb,
                 tmp_size_mb=policy.tmp_size_mb,
                 workdir_quota_mb=policy.workdir_quota_mb,
+                workdir_inodes=self.sessions.limits.inodes,
+                quota_mode=quota_mode,
+                quota_mode_reason=quota_reason,
                 default_timeout_s=settings.exec.default_timeout_s,
                 max_timeout_s=settings.exec.max_timeout_s,
                 max_concurrent_calls=settings.exec.max_concurrent_calls,
@@ -688,7 +718,7 @@ def _workdir_subdir(workdir: Path, cwd: str | None) -> str | None:
         return None
     fd = open_beneath(workdir, parts, os.O_RDONLY | os.O_DIRECTORY)
     os.close(fd)
-    return "/".join(parts)
+    return os.path.join(*parts)  # the str os.open turns back into the names' exact bytes
 
 
 def _write_script(session: Session, code: str) -> str:
@@ -736,7 +766,7 @@ def _remove_script(workdir: Path, name: str) -> None:
 
 def _list_directory(workdir: Path, parts: tuple[str, ...]) -> tuple[tuple[FileEntry, ...], bool]:
     fd = open_beneath(workdir, parts, os.O_RDONLY | os.O_DIRECTORY)
-    prefix = "/".join(parts)
+    prefix = display_path(parts)
     entries: list[FileEntry] = []
     truncated = False
     try:
@@ -758,8 +788,11 @@ def _list_directory(workdir: Path, parts: tuple[str, ...]) -> tuple[tuple[FileEn
                     kind = "file"
                 else:
                     kind = "other"
-                path = f"{prefix}/{entry.name}" if prefix else entry.name
-                entries.append(FileEntry(name=entry.name, path=path, type=kind, size=st.st_size))
+                raw = os.fsencode(entry.name)
+                name = escape_name(raw)
+                path = f"{prefix}/{name}" if prefix else name
+                escaped = name.encode("utf-8") != raw
+                entries.append(FileEntry(name=name, path=path, type=kind, size=st.st_size, escaped=escaped))
     finally:
         os.close(fd)
     entries.sort(key=lambda e: e.name)
@@ -767,17 +800,17 @@ def _list_directory(workdir: Path, parts: tuple[str, ...]) -> tuple[tuple[FileEn
 
 
 def _read_regular_file(workdir: Path, parts: tuple[str, ...], max_bytes: int) -> bytes:
-    shown = "/".join(parts)
+    shown = quoted(display_path(parts))
     fd = open_beneath(workdir, parts, os.O_RDONLY)
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
-            raise RequestError(f"{shown!r} is a directory; list it with list_files")
+            raise RequestError(f"{shown} is a directory; list it with list_files")
         if not stat.S_ISREG(st.st_mode):
-            raise RequestError(f"{shown!r} is not a regular file (a FIFO, socket or device); it cannot be read")
+            raise RequestError(f"{shown} is not a regular file (a FIFO, socket or device); it cannot be read")
         if st.st_size > max_bytes:
             raise RequestError(
-                f"{shown!r} is {st.st_size} bytes, over the {max_bytes}-byte read limit; read a part with "
+                f"{shown} is {st.st_size} bytes, over the {max_bytes}-byte read limit; read a part with "
                 "run_command (head -c, tail -c, sed -n) or compress it first"
             )
         chunks: list[bytes] = []
@@ -789,7 +822,7 @@ def _read_regular_file(workdir: Path, parts: tuple[str, ...], max_bytes: int) ->
             chunks.append(chunk)
             total += len(chunk)
         if total > max_bytes:
-            raise RequestError(f"{shown!r} grew past the {max_bytes}-byte read limit while being read")
+            raise RequestError(f"{shown} grew past the {max_bytes}-byte read limit while being read")
         return b"".join(chunks)
     finally:
         os.close(fd)

@@ -18,7 +18,13 @@ Lifetime rules (the tool descriptions repeat them to the model):
   `SessionLimitReached`;
 - `close()` ends a session at once: its running calls are cancelled (the runner kills their process
   trees), then its workdir is deleted;
-- `aclose()` (server shutdown, SIGTERM, stdin EOF) deletes every workdir and the sessions root.
+- `aclose()` (server shutdown, SIGTERM, stdin EOF) deletes every workdir and the sessions root;
+  if the server dies instead (SIGKILL, a crash), its watchdog does (reaper.py).
+
+Ending a session never raises and never leaves the manager broken, whatever the model left in the
+workdir: a workdir that cannot be deleted yet is logged and retried on the next expiry sweep and at
+shutdown. Each workdir has its quota (quota.py): a filesystem of its own when the server is root, else a
+background count.
 
 Layout and ownership, chosen so one session's command cannot read another's files even without Landlock:
 the sessions root is mode 0711 and owned by the server (a command can traverse it to reach its own
@@ -39,13 +45,11 @@ import logging
 import os
 import re
 import secrets
-import shutil
-import stat
 import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -56,8 +60,12 @@ import anyio.to_thread
 from .clients import LOCAL
 from .config import SessionSettings
 from .errors import RequestError, SessionLimitReached, SessionNotFound
+from .filenames import display_path, quoted, unescape_name
 from .linux.paths import reachable_by
-from .workdir import create_workdir
+from .policy import SandboxPolicy
+from .quota import QuotaLimits, QuotaMode, WorkdirFactory, WorkdirQuota
+from .reaper import ClaimedRoot, claim_root
+from .treewalk import remove_tree
 
 __all__ = [
     "CREATE_WAIT_S",
@@ -68,7 +76,6 @@ __all__ = [
     "new_session_id",
     "open_beneath",
     "relative_parts",
-    "remove_tree",
     "validate_session_id",
 ]
 
@@ -111,6 +118,8 @@ class Session:
     """Monotonic time of the last call's end (or of creation)."""
     limiter: anyio.CapacityLimiter
     """Bounds the calls running at once in this session."""
+    quota: WorkdirQuota
+    """The workdir's quota: how it is enforced, and how the workdir is removed."""
     owner: str = LOCAL.key
     """The key of the client that made it (`clients.ClientId.key`)."""
     reused: bool = False
@@ -150,9 +159,11 @@ class SessionManager:
         max_calls_per_session: int,
         owner: tuple[int, int],
         clock: Callable[[], float] = time.monotonic,
+        workdir_quota_mb: int = SandboxPolicy().workdir_quota_mb,
         create_wait_s: float = CREATE_WAIT_S,
     ) -> None:
         self.settings = settings
+        self.limits = QuotaLimits.of(workdir_quota_mb, settings.workdir_inodes)
         self._max_calls = max_calls_per_session
         self._owner = owner
         self._clock = clock
@@ -166,6 +177,10 @@ class SessionManager:
         self._room: anyio.Event | None = None
         """Set (and dropped) when a session ends or goes idle: creators waiting for room look again."""
         self._root: Path | None = None
+        self._workdirs: WorkdirFactory | None = None
+        self._leftovers: list[WorkdirQuota] = []
+        """Workdirs of ended sessions whose removal failed: retried by the sweep and at shutdown."""
+        self._claim: ClaimedRoot | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -191,10 +206,17 @@ class SessionManager:
         else:
             parent = _default_parent()
         # A fresh directory per server process, so two servers sharing a configured root never touch
-        # each other's workdirs, and shutdown can remove the whole tree.
-        root = Path(tempfile.mkdtemp(prefix="hanzo-sandbox-", dir=parent))
-        os.chmod(root, _ROOT_MODE)
-        self._root = root
+        # each other's workdirs, and shutdown can remove the whole tree. It is locked for as long as this
+        # server lives, and its watchdog removes it if the server dies without cleaning up (reaper.py).
+        self._claim = claim_root(str(parent))
+        root = self._root = Path(self._claim.path)
+        self._workdirs = WorkdirFactory(
+            root,
+            self._owner,
+            self.limits,
+            force_polled=self.settings.quota_mode == "polled",
+            disk_reserve_bytes=self.settings.disk_reserve_mb * 1024 * 1024,
+        )
         uid, gid = self._owner
         if uid != os.geteuid() and not reachable_by(root, uid, gid):
             _log.warning(
@@ -210,9 +232,16 @@ class SessionManager:
         with anyio.CancelScope(shield=True):
             for session in list(self._sessions.values()):
                 await self._end(session, "the server shut down")
+            await self.retry_removals()
             if self._root is not None:
                 root, self._root = self._root, None
-                await anyio.to_thread.run_sync(remove_tree, root)
+                # Never crosses into a filesystem still mounted there: a stuck workdir stays, logged.
+                if not await anyio.to_thread.run_sync(remove_tree, root):
+                    _log.warning("the sessions root %s could not be removed completely", root)
+            if self._claim is not None:
+                # The watchdog sees the end of its pipe: it exits, or removes what could not be removed.
+                claim, self._claim = self._claim, None
+                await anyio.to_thread.run_sync(claim.release)
 
     # -- lookup and creation ---------------------------------------------------------------------------
 
@@ -227,15 +256,16 @@ class SessionManager:
         SessionLimitReached when there is none."""
         await self._make_room(owner)
         session_id = new_session_id()
-        workdir = self._make_workdir()
+        quota = await self._factory().create()
         now = self._clock()
         session = Session(
             id=session_id,
-            workdir=workdir,
+            workdir=quota.path,
             kind=kind,
             created=now,
             last_used=now,
             limiter=anyio.CapacityLimiter(self._max_calls),
+            quota=quota,
             owner=owner,
         )
         self._sessions[session_id] = session
@@ -350,7 +380,14 @@ class SessionManager:
         expired = [s for s in self._sessions.values() if not s.busy and now - s.last_used > ttl]
         for session in expired:
             await self._end(session, f"expired after {ttl:g} s without a call")
+        await self.retry_removals()
         return [s.id for s in expired]
+
+    async def retry_removals(self) -> None:
+        """Try again to delete the workdirs whose removal failed before."""
+        pending, self._leftovers = self._leftovers, []
+        for quota in pending:
+            await self._remove(quota)
 
     def seconds_until_next_expiry(self) -> float | None:
         """How long until the earliest idle session expires (None when none is idle)."""
@@ -375,8 +412,19 @@ class SessionManager:
                 for scope in list(session._scopes):
                     scope.cancel()
                 await session._idle.wait()
-            await anyio.to_thread.run_sync(remove_tree, session.workdir)
+            await self._remove(session.quota)
         _log.info("session %s ended: %s", _short(session.id), reason)
+
+    async def _remove(self, quota: WorkdirQuota) -> None:
+        # Never raises: a model-made tree must not end the caller (the sweep, a close, the shutdown).
+        try:
+            done = await self._factory().release(quota)
+        except Exception as exc:
+            _log.warning("removing the workdir %s failed: %s", quota.path, exc)
+            done = False
+        if not done:
+            _log.warning("the workdir %s is not removed yet; it will be retried", quota.path)
+            self._leftovers.append(quota)
 
     def _remember(self, session_id: str, reason: str) -> None:
         self._forgotten[session_id] = reason
@@ -393,21 +441,20 @@ class SessionManager:
         if session.closed:
             raise SessionNotFound(f"session {session.id} has ended; omit session_id or call create_session")
         session.active += 1
+        admitted = False
         try:
             with anyio.CancelScope() as scope:
                 session._scopes.add(scope)
                 try:
                     async with session.limiter:
                         if session.closed:
-                            raise SessionNotFound(
-                                f"session {session.id} was closed while this call waited; "
-                                "omit session_id or call create_session"
-                            )
+                            raise _closed_during(session, admitted=False)
+                        admitted = True
                         yield scope
                 finally:
                     session._scopes.discard(scope)
             if scope.cancelled_caught:
-                raise SessionNotFound(f"session {session.id} was closed while this call ran; its processes were killed")
+                raise _closed_during(session, admitted=admitted)
         finally:
             session.active -= 1
             session.last_used = self._clock()
@@ -418,8 +465,24 @@ class SessionManager:
 
     # -- workdirs --------------------------------------------------------------------------------------
 
-    def _make_workdir(self) -> Path:
-        return create_workdir(self.root, "w-", self._owner)
+    def _factory(self) -> WorkdirFactory:
+        if self._workdirs is None:
+            raise RuntimeError("SessionManager.open() has not been called")
+        return self._workdirs
+
+    async def quota_mode(self) -> tuple[QuotaMode, str]:
+        """How workdir quotas are enforced here ('filesystem' or 'polled') and why."""
+        return await self._factory().mode()
+
+
+def _closed_during(session: Session, *, admitted: bool) -> SessionNotFound:
+    """The truth about a call whose session was closed under it: it never ran, or what it started died."""
+    what = (
+        "while this call ran or waited for a server slot; whatever it had started was killed"
+        if admitted
+        else "while this call waited for a slot in it; the call never ran"
+    )
+    return SessionNotFound(f"session {session.id} was closed {what}. Omit session_id or call create_session")
 
 
 def _default_parent() -> Path:
@@ -442,8 +505,10 @@ def _short(session_id: str) -> str:
 def relative_parts(path: str | None, workdir: Path) -> tuple[str, ...]:
     """Split a user-supplied path into components inside `workdir`; RequestError when it would leave it.
 
-    Accepts a path relative to the workdir or an absolute one under it. `.` and empty components are
-    dropped; `..` is refused outright (never resolved), as is a NUL byte.
+    Accepts a path relative to the workdir or an absolute one under it, each component in the escaped
+    form that listings show (see `filenames`): `%FF` names the byte 0xFF. `.` and empty components are
+    dropped; `..` is refused outright (never resolved), as is a NUL byte or a '/' inside a component, even
+    when written as `%2E%2E`, `%00` or `%2F`. Each component is returned as `os.fsdecode(raw bytes)`.
     """
     if path is None:
         return ()
@@ -454,19 +519,32 @@ def relative_parts(path: str | None, workdir: Path) -> tuple[str, ...]:
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:
-        raise RequestError("path is not valid Unicode (it holds a lone surrogate); send UTF-8 text") from None
+        raise RequestError(
+            "path is not valid Unicode (it holds a lone surrogate); send UTF-8 text, and write a byte that "
+            "is not UTF-8 as %XX, as list_files shows it"
+        ) from None
     pure = PurePosixPath(path)
     if pure.is_absolute():
         try:
             pure = pure.relative_to(PurePosixPath(workdir))
         except ValueError:
             raise RequestError(
-                f"{path!r} is outside the session workdir {workdir}; pass a path relative to the workdir"
+                f"{quoted(path)} is outside the session workdir {workdir}; pass a path relative to the workdir"
             ) from None
-    parts = tuple(part for part in pure.parts if part not in ("", "."))
-    if ".." in parts:
-        raise RequestError(f"{path!r} contains '..'; pass a path inside the session workdir without '..'")
-    return parts
+    parts: list[str] = []
+    for part in pure.parts:
+        raw = unescape_name(part)
+        if raw in (b"", b"."):
+            continue
+        if raw == b"..":
+            raise RequestError(f"{quoted(path)} contains '..'; pass a path inside the session workdir without '..'")
+        if b"/" in raw or b"\x00" in raw:
+            raise RequestError(
+                f"{quoted(path)} has a component that unescapes to a '/' or NUL byte (%2F, %00), which no file "
+                "name holds; pass the name exactly as list_files shows it"
+            )
+        parts.append(os.fsdecode(raw))
+    return tuple(parts)
 
 
 def open_beneath(workdir: Path, parts: tuple[str, ...], flags: int = os.O_RDONLY) -> int:
@@ -478,7 +556,6 @@ def open_beneath(workdir: Path, parts: tuple[str, ...], flags: int = os.O_RDONLY
     Raises RequestError with a message for the model.
     """
     dir_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    shown = "/".join(parts) or "."
     try:
         fd = os.open(workdir, dir_flags)
     except OSError as exc:
@@ -492,46 +569,24 @@ def open_beneath(workdir: Path, parts: tuple[str, ...], flags: int = os.O_RDONLY
             fd = next_fd
     except OSError as exc:
         os.close(fd)
-        raise _path_error(shown, exc) from None
+        raise _path_error(display_path(parts) or ".", exc) from None
     return fd
 
 
-def _path_error(shown: str, exc: OSError) -> RequestError:
+def _path_error(path: str, exc: OSError) -> RequestError:
+    """Why `path` (escaped, as listings show it) cannot be opened, for the model."""
+    shown = quoted(path)
     if exc.errno == errno.ENOENT:
-        return RequestError(f"{shown!r} does not exist in the session workdir; list it with list_files")
+        return RequestError(f"{shown} does not exist in the session workdir; list it with list_files")
     if exc.errno in (errno.ELOOP, errno.EMLINK):
         return RequestError(
-            f"{shown!r} goes through a symbolic link; the server never follows links in the workdir: "
+            f"{shown} goes through a symbolic link; the server never follows links in the workdir: "
             "pass the link's target path inside the workdir instead"
         )
     if exc.errno == errno.ENOTDIR:
-        return RequestError(f"a component of {shown!r} is not a directory (or is a symbolic link)")
+        return RequestError(f"a component of {shown} is not a directory (or is a symbolic link)")
     if exc.errno == errno.EISDIR:
-        return RequestError(f"{shown!r} is a directory; list it with list_files")
-    return RequestError(f"{shown!r} cannot be opened: {exc.strerror}")
-
-
-def remove_tree(path: Path) -> None:
-    """Delete a workdir the model filled, whatever it did to it (mode 000 directories included).
-
-    `shutil.rmtree` works on descriptors on Linux and never follows a symbolic link out of the tree. An
-    entry it cannot remove is answered by making that directory (never a link) and its parent writable
-    and searchable again, then trying once more: each round unlocks one more level of nesting.
-    """
-    for _ in range(64):
-        if not os.path.lexists(path):
-            return
-        failed: list[str] = []
-
-        def note(_func: object, name: str, _exc: object, failed: list[str] = failed) -> None:
-            failed.append(name)
-
-        shutil.rmtree(path, onerror=note)
-        if not failed:
-            return
-        for name in failed:
-            for candidate in (os.path.dirname(name), name):
-                with suppress(OSError):
-                    if stat.S_ISDIR(os.lstat(candidate).st_mode):
-                        os.chmod(candidate, 0o700)
-    _log.warning("could not remove %s completely", path)
+        return RequestError(f"{shown} is a directory; list it with list_files")
+    if exc.errno == errno.ENAMETOOLONG:
+        return RequestError(f"{shown} has a component longer than the 255-byte limit of a file name")
+    return RequestError(f"{shown} cannot be opened: {exc.strerror}")

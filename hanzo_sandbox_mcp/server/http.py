@@ -42,6 +42,7 @@ from ..config import HttpSettings, Settings
 from ..errors import ConfigError
 from .http_body import MAX_REQUEST_BODY_BYTES, BodyBudget, BodyLimit
 from .http_limits import ConnectionLimits, ConnectionTable, guarded_protocol, raise_fd_limit
+from .http_messages import JsonRpcBodyCheck
 from .http_streams import LongStreams
 from .http_tokens import TokenBook
 
@@ -204,14 +205,19 @@ class HttpServer:
         # The guard checks Host and Origin itself (the SDK's check took `LOCALHOST:8765` for foreign and
         # `localhost:evil.com` for local); the SDK still checks the Content-Type of POSTs.
         security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
+        inner: ASGIApp
         if transport == "http":
-            inner = server.streamable_http_app(
+            streamable = server.streamable_http_app(
                 streamable_http_path=http.path,
                 transport_security=security,
                 host=http.host,
                 max_request_body_size=MAX_REQUEST_BODY_BYTES,
                 max_sessions=http.max_protocol_sessions,
                 session_idle_timeout=http.protocol_session_idle_s,
+            )
+            # Answers what the SDK would leave unanswered (a request with a float id passes as a notification).
+            inner = JsonRpcBodyCheck(
+                streamable, path=http.path, security=security, max_body_bytes=MAX_REQUEST_BODY_BYTES
             )
         else:
             inner = server.sse_app(
