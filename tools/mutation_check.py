@@ -323,14 +323,23 @@ def mutations(seed: int, deny_entry: str | None = None) -> list[Mutation]:
             ("tests/unit/test_output.py", f"{SEC}test_resource_exhaustion.py::test_sandbox_caps_output_flood"),
         ),
         Mutation(
-            "quota",
-            "the workdir quota never stops a call",
+            "quota_polled",
+            "the polled quota never finds a workdir over it, and no file size is capped to what it leaves",
             (
-                Replace(f"{PKG}/runner.py", "_watch_quota", "if used > limit_bytes:", "if False:"),
+                ReplaceBody(f"{PKG}/quota.py", "PolledQuota.excess", "return None"),
                 ReplaceBody(f"{PKG}/runner.py", "_cap_file_size", "return plan"),
             ),
             # Bounded without the quota: 60 files of 1 MiB, never the fallocate overshoot test.
-            (f"{SEC}test_resource_exhaustion.py::test_sandbox_stops_call_exceeding_workdir_quota",),
+            (f"{SEC}test_resource_exhaustion.py::test_polled_quota_stops_a_call_exceeding_it",),
+        ),
+        Mutation(
+            "quota_filesystem",
+            "each workdir filesystem is made 64 times the size of its quota",
+            (Prepend(f"{PKG}/linux/quotafs.py", "create", "quota_bytes *= 64"),),
+            (
+                f"{SEC}test_resource_exhaustion.py::test_filesystem_quota_refuses_writes_past_it_and_lets_the_command_go_on",
+            ),
+            root_only=True,  # loop devices and mount need root: an unprivileged server has the polled quota only
         ),
         Mutation(
             "tree_kill",
