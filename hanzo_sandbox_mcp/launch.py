@@ -25,7 +25,8 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,16 @@ from typing import Any
 from .launch_plan import NAMESPACE_NAMES, LaunchPlan
 from .linux import measure
 
-__all__ = ["LAUNCHER", "MAX_STATUS_LINE", "LaunchReport", "launcher_argv", "seal", "start_launcher"]
+__all__ = [
+    "LAUNCHER",
+    "MAX_STATUS_LINE",
+    "LaunchReport",
+    "handing_over",
+    "launcher_argv",
+    "launcher_pipes",
+    "seal",
+    "start_launcher",
+]
 
 LAUNCHER = Path(__file__).with_name("launcher.py")
 #: Longer lines are rejected unparsed (the launcher shortens its texts to stay below PIPE_BUF).
@@ -45,6 +55,39 @@ def launcher_argv(plan_fd: int, status_fd: int) -> list[str]:
     """The launcher runs with the server's interpreter in isolated mode, without site (fast start). Byte
     code caching stays on: recompiling the layer modules on every call would cost milliseconds."""
     return [sys.executable, "-I", "-S", str(LAUNCHER), str(plan_fd), str(status_fd)]
+
+
+def launcher_pipes(*, nonblocking: bool) -> tuple[int, int, int, int]:
+    """(plan_r, plan_w, status_r, status_w) for one launcher; our ends (plan_w, status_r) non-blocking
+    when the caller is async. On failure (EMFILE) every descriptor already made is closed."""
+    fds: list[int] = []
+    try:
+        for _ in range(2):
+            fds.extend(os.pipe())
+        if nonblocking:
+            os.set_blocking(fds[1], False)
+            os.set_blocking(fds[2], False)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds[0], fds[1], fds[2], fds[3]
+
+
+@contextmanager
+def handing_over(pipes: tuple[int, int, int, int]) -> Iterator[None]:
+    """Around the spawn: the launcher's ends (plan_r, status_w) are closed here once it has them, and our
+    ends too when the spawn fails, so no descriptor outlives a failed call."""
+    plan_r, plan_w, status_r, status_w = pipes
+    try:
+        yield
+    except BaseException:
+        os.close(plan_w)
+        os.close(status_r)
+        raise
+    finally:
+        os.close(plan_r)
+        os.close(status_w)
 
 
 def start_launcher(
@@ -59,10 +102,10 @@ def start_launcher(
     Returns the process and the read end of its status pipe, which the caller reads and closes; stdout
     and stderr are pipes with `capture`, else /dev/null. A plan is a few KB: it fits in the pipe buffer,
     so writing it before anything is read cannot block."""
-    plan_r, plan_w = os.pipe()
-    status_r, status_w = os.pipe()
+    pipes = launcher_pipes(nonblocking=False)
+    plan_r, plan_w, status_r, status_w = pipes
     output = subprocess.PIPE if capture else subprocess.DEVNULL
-    try:
+    with handing_over(pipes):
         proc = subprocess.Popen(
             argv_for(plan_r, status_w),
             pass_fds=(plan_r, status_w, *extra_fds),
@@ -71,13 +114,6 @@ def start_launcher(
             stderr=output,
             env={},
         )
-    except BaseException:
-        for fd in (plan_w, status_r):
-            os.close(fd)
-        raise
-    finally:
-        os.close(plan_r)
-        os.close(status_w)
     try:
         os.write(plan_w, wire)
     except BrokenPipeError:

@@ -26,7 +26,7 @@ import anyio.abc
 
 from .config import OutputSettings
 from .errors import RequestError, SandboxUnavailable
-from .launch import LaunchReport, launcher_argv, seal
+from .launch import LaunchReport, handing_over, launcher_argv, launcher_pipes, seal
 from .launch_plan import LaunchPlan
 from .output import CappedBuffer
 from .policy import SandboxPolicy
@@ -174,21 +174,6 @@ def _out_of_descriptors(exc: OSError) -> RequestError:
     )
 
 
-def _pipes() -> tuple[int, int, int, int]:
-    """(plan_r, plan_w, status_r, status_w); on failure every descriptor already made is closed."""
-    fds: list[int] = []
-    try:
-        for _ in range(2):
-            fds.extend(os.pipe())
-        os.set_blocking(fds[1], False)
-        os.set_blocking(fds[2], False)
-    except BaseException:
-        for fd in fds:
-            os.close(fd)
-        raise
-    return fds[0], fds[1], fds[2], fds[3]
-
-
 async def run_sandboxed(
     sandbox: Sandbox,
     policy: SandboxPolicy,
@@ -245,9 +230,10 @@ async def _run(
     stderr = CappedBuffer(output.max_stderr_bytes)
     state = _CallState(report=report)
 
-    plan_r, plan_w, status_r, status_w = _pipes()
+    pipes = launcher_pipes(nonblocking=True)
+    plan_r, plan_w, status_r, status_w = pipes
     started = time.monotonic()
-    try:
+    with handing_over(pipes):
         process = await anyio.open_process(
             launcher_argv(plan_r, status_w),
             stdin=subprocess.PIPE,
@@ -256,13 +242,6 @@ async def _run(
             pass_fds=(plan_r, status_w),
             env={},
         )
-    except BaseException:
-        for fd in (plan_w, status_r):
-            os.close(fd)
-        raise
-    finally:
-        os.close(plan_r)
-        os.close(status_w)
 
     attachment: Attachment | None = None
     try:
