@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""Measure the truthful-degradation matrix in real containers: for each runtime setting, what `doctor --json`
+claims, whether `run --strict` refuses, and which attacks of tools/attack_suite.py are blocked.
+
+    python tools/container_matrix.py --engine podman --image IMAGE --recommended "FLAGS" [--engine-flags "FLAGS"]
+        [--quick] [--json]
+
+Normally started by `scripts/container-test matrix`. Each setting is one `ENGINE run --rm` of the test image
+(Dockerfile.test), as root and as hanzo-test inside. `--quick` skips the attack suite (doctor and strict
+only). A layer that the report claims must never fail its attack: such rows are printed as CLAIMED-BUT-FAILED
+and make the exit status 1. Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+ROOT_CHECKOUT = "/opt/hanzo-sandbox-mcp"
+USER_CHECKOUT = "/home/hanzo-test/hanzo-sandbox-mcp"
+MARK = "=====hanzo-matrix:"
+#: Attack category -> the report's flag (tools/attack_suite.py `flags`) that claims to stop it.
+CLAIM_FLAG = {"fs-read": "fs", "fs-write": "fs", "network": "net", "kernel": "sc", "privilege": "nnp"}
+
+
+@dataclass
+class Setting:
+    name: str
+    flags: list[str]
+    user: str  # "root" or "hanzo-test"
+    attacks: bool = True
+
+
+def settings(recommended: list[str], quick: bool) -> list[Setting]:
+    seccomp = [f for f in recommended if "seccomp=" in f]
+    unmask = [f for f in recommended if "unmask=" in f or "systempaths=" in f]
+    out = [
+        Setting("runtime defaults, root", [], "root"),
+        Setting("runtime defaults, non-root", [], "hanzo-test"),
+        Setting("recommended flags, root", recommended, "root"),
+        Setting("recommended flags, non-root", recommended, "hanzo-test"),
+        Setting("recommended flags + --network none, root", [*recommended, "--network=none"], "root"),
+        Setting("recommended flags + --network none, non-root", [*recommended, "--network=none"], "hanzo-test"),
+        # What each flag alone buys: doctor and strict only.
+        Setting("our seccomp profile only (/proc masked), root", seccomp, "root", attacks=False),
+        Setting("/proc unmasked only (runtime's seccomp profile), root", unmask, "root", attacks=False),
+    ]
+    if quick:
+        for setting in out:
+            setting.attacks = False
+    return out
+
+
+def inner_script(setting: Setting) -> str:
+    checkout = ROOT_CHECKOUT if setting.user == "root" else USER_CHECKOUT
+    cli = f"{checkout}/.venv/bin/hanzo-sandbox-mcp"
+    steps = [
+        f"cd {checkout}",
+        f"echo '{MARK}doctor'; {cli} doctor --json",
+        f"echo '{MARK}strict'; {cli} run --strict -- true >/dev/null 2>/tmp/strict.err; echo $?; cat /tmp/strict.err",
+    ]
+    if setting.attacks:
+        steps.append(f"echo '{MARK}attacks'; .venv/bin/python tools/attack_suite.py --json --cli {cli} 2>/dev/null")
+    return "; ".join(steps)
+
+
+def run_setting(engine: str, image: str, engine_flags: list[str], setting: Setting) -> dict[str, str]:
+    user = [] if setting.user == "root" else ["--user", "hanzo-test"]
+    argv = [engine, "run", "--rm", *engine_flags, *setting.flags, *user, image, "sh", "-c", inner_script(setting)]
+    print(f"# {setting.name}: {shlex.join(argv[:-1])} ...", file=sys.stderr)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=1800, check=False)
+    parts: dict[str, str] = {"stderr": proc.stderr[-2000:]}
+    for chunk in proc.stdout.split(MARK)[1:]:
+        name, _, body = chunk.partition("\n")
+        parts[name.strip()] = body
+    return parts
+
+
+def summarize(setting: Setting, parts: dict[str, str]) -> dict[str, Any]:
+    row: dict[str, Any] = {"setting": setting.name, "flags": " ".join(setting.flags) or "(none)"}
+    try:
+        doctor = json.loads(parts.get("doctor", ""))
+    except ValueError:
+        row["error"] = "doctor did not run: " + parts.get("stderr", "")[-300:]
+        return row
+    eff = doctor["effective"]
+    row["uid"] = f"{doctor['running_as_uid']} -> {eff['uid']}"
+    row["layers"] = _layers(eff)
+    row["missing"] = [m.split(":")[0] for m in eff["missing"]]
+    row["missing_detail"] = eff["missing"]
+    row["doctor_ok"] = doctor["ok"]
+    strict_lines = parts.get("strict", "").strip().splitlines()
+    row["strict_exit"] = int(strict_lines[0]) if strict_lines and strict_lines[0].isdigit() else None
+    row["strict_message"] = " ".join(strict_lines[1:])[:300]
+    if "attacks" in parts:
+        row.update(_attacks(parts["attacks"]))
+    return row
+
+
+def _layers(eff: dict[str, Any]) -> str:
+    names = []
+    if eff["namespaces"]:
+        names.append("ns[" + ",".join(eff["namespaces"]) + "]")
+    for key, label in (
+        ("private_root", "root"),
+        ("private_tmp", "tmp"),
+        ("rlimits_applied", "rlimits"),
+        ("no_new_privs", "nnp"),
+        ("seccomp", "seccomp"),
+        ("cgroup_limits", "cgroup"),
+    ):
+        if eff[key]:
+            names.append(label)
+    if eff["landlock_abi"]:
+        names.append(f"landlock{eff['landlock_abi']}")
+    names.append("fs_isolated" if eff["fs_isolated"] else "-fs_isolated")
+    names.append("network_isolated" if eff["network_isolated"] else "-network_isolated")
+    return " ".join(names)
+
+
+def _attacks(text: str) -> dict[str, Any]:
+    try:
+        rows = json.loads(text)
+    except ValueError:
+        return {"attacks": "the attack suite did not run"}
+    judged = [r for r in rows if not r.get("control")]
+    controls = [r for r in rows if r.get("control")]
+    succeeded = [r for r in judged if r["blocked"] is False]
+    claimed_but_failed = [
+        r["attack"]
+        for r in succeeded
+        if CLAIM_FLAG.get(r["category"]) is not None and CLAIM_FLAG[r["category"]] in r["layers"].split()
+    ]
+    return {
+        "attacks": f"{sum(r['blocked'] is True for r in judged)}/{len(judged)} blocked",
+        "controls_ok": all(r["blocked"] is False for r in controls),
+        "not_judged": [f"{r['attack']}: {r['evidence']}" for r in judged if r["blocked"] is None],
+        "succeeded": [f"{r['attack']} [{r['layers']}]" for r in succeeded],
+        "claimed_but_failed": claimed_but_failed,
+    }
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| Setting | uid server -> command | Layers reported | Missing | `run --strict` | Attacks |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['setting']} | | {r['error']} | | | |")
+            continue
+        strict = "runs" if r["strict_exit"] == 0 else f"refuses ({r['strict_exit']})"
+        attacks = r.get("attacks", "not run")
+        if r.get("succeeded"):
+            attacks += "; got through: " + "; ".join(s.split(" [")[0] for s in r["succeeded"])
+        lines.append(
+            f"| {r['setting']} | {r['uid']} | {r['layers']} | {', '.join(r['missing']) or 'none'} | {strict} | "
+            f"{attacks} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--engine", default="podman")
+    parser.add_argument("--image", required=True)
+    parser.add_argument("--engine-flags", default="", help="flags every run needs on this machine (ulimits)")
+    parser.add_argument("--recommended", required=True, help="the recommended security flags")
+    parser.add_argument("--quick", action="store_true", help="doctor and strict only, no attack suite")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON too")
+    args = parser.parse_args(argv)
+    rows = []
+    for setting in settings(shlex.split(args.recommended), args.quick):
+        parts = run_setting(args.engine, args.image, shlex.split(args.engine_flags), setting)
+        row = summarize(setting, parts)
+        rows.append(row)
+        print(json.dumps(row, indent=1), file=sys.stderr)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    print(markdown(rows))
+    bad = [r for r in rows if r.get("claimed_but_failed") or r.get("controls_ok") is False]
+    for r in bad:
+        print(f"CLAIMED-BUT-FAILED in {r['setting']}: {r.get('claimed_but_failed')}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
