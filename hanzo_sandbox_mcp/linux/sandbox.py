@@ -67,7 +67,7 @@ def _seccomp_filter(network: NetworkMode) -> tuple[bytes | None, str | None]:
         why = f"pyseccomp/libseccomp is not installed ({exc}): `apt-get install libseccomp2`"
     except (OSError, RuntimeError, ValueError) as exc:
         why = f"the seccomp filter cannot be built here ({exc}); the kernel or a seccomp filter around the "
-        why += "server may refuse seccomp (containers: --security-opt seccomp=unconfined)"
+        why += "server may refuse seccomp (containers: --security-opt seccomp=config/container-seccomp.json)"
     _log.warning("seccomp filter unavailable: %s", why)
     return None, why
 
@@ -187,7 +187,8 @@ class LinuxSandbox:
             why = launch.namespace_error or launch.errors.get("user namespace") or "not created"
             out.append(f"namespaces {', '.join(lost)}: {why}")
         if "mount" in namespaces and not launch.rootfs:
-            out.append(f"private root, fresh /proc and private /tmp: {launch.errors.get('rootfs', 'not built')}")
+            why = diagnose.private_root(launch.errors.get("rootfs"))
+            out.append(f"private root, fresh /proc and private /tmp: {why}")
         if policy.network is NetworkMode.LOOPBACK and "net" in namespaces and not launch.loopback:
             out.append(f"loopback interface: {launch.errors.get('loopback', 'not brought up')}")
         for key, ok in (
