@@ -2,8 +2,8 @@
 """Measure the truthful-degradation matrix in real containers: for each runtime setting, what `doctor --json`
 claims, whether `run --strict` refuses, and which attacks of tools/attack_suite.py are blocked.
 
-    python tools/container_matrix.py --engine podman --image IMAGE --recommended "FLAGS" [--engine-flags "FLAGS"]
-        [--quick] [--json]
+    python tools/container_matrix.py --engine podman --image IMAGE --recommended "FLAGS" --profile FILE
+        [--engine-flags "FLAGS"] [--docker-profile FILE] [--quick] [--json]
 
 Normally started by `scripts/container-test matrix`. Each setting is one `ENGINE run --rm` of the test image
 (Dockerfile.test), as root and as hanzo-test inside. `--quick` skips the attack suite (doctor and strict
@@ -36,20 +36,32 @@ class Setting:
     attacks: bool = True
 
 
-def settings(recommended: list[str], quick: bool) -> list[Setting]:
-    seccomp = [f for f in recommended if "seccomp=" in f]
-    unmask = [f for f in recommended if "unmask=" in f or "systempaths=" in f]
+def settings(recommended: list[str], profile: str, docker_profile: str | None, quick: bool) -> list[Setting]:
+    """Every row of the matrix. `recommended` are the engine's smallest flags that give every layer; the
+    Docker snippet's flags (our profile, systempaths=unconfined) are measured too, since podman takes them."""
+    docker_flags = [f"--security-opt=seccomp={profile}", "--security-opt=systempaths=unconfined"]
+    none = "--network=none"
     out = [
         Setting("runtime defaults, root", [], "root"),
         Setting("runtime defaults, non-root", [], "hanzo-test"),
-        Setting("recommended flags, root", recommended, "root"),
-        Setting("recommended flags, non-root", recommended, "hanzo-test"),
-        Setting("recommended flags + --network none, root", [*recommended, "--network=none"], "root"),
-        Setting("recommended flags + --network none, non-root", [*recommended, "--network=none"], "hanzo-test"),
-        # What each flag alone buys: doctor and strict only.
-        Setting("our seccomp profile only (/proc masked), root", seccomp, "root", attacks=False),
-        Setting("/proc unmasked only (runtime's seccomp profile), root", unmask, "root", attacks=False),
+        Setting("recommended, root", recommended, "root"),
+        Setting("recommended, non-root", recommended, "hanzo-test"),
+        Setting("recommended + --network none, root", [*recommended, none], "root"),
+        Setting("recommended + --network none, non-root", [*recommended, none], "hanzo-test"),
+        Setting("Docker snippet's flags, root", docker_flags, "root"),
+        Setting("Docker snippet's flags, non-root", docker_flags, "hanzo-test", attacks=False),
+        Setting("our seccomp profile only (/proc masked), root", docker_flags[:1], "root", attacks=False),
     ]
+    if docker_profile:
+        out += [
+            Setting("Docker's default seccomp profile, root", [f"--security-opt=seccomp={docker_profile}"], "root"),
+            Setting(
+                "Docker's default seccomp profile, non-root",
+                [f"--security-opt=seccomp={docker_profile}"],
+                "hanzo-test",
+                attacks=False,
+            ),
+        ]
     if quick:
         for setting in out:
             setting.attacks = False
@@ -171,11 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", required=True)
     parser.add_argument("--engine-flags", default="", help="flags every run needs on this machine (ulimits)")
     parser.add_argument("--recommended", required=True, help="the recommended security flags")
+    parser.add_argument("--profile", required=True, help="config/container-seccomp.json")
+    parser.add_argument("--docker-profile", help="Docker's default seccomp profile (moby's default.json)")
     parser.add_argument("--quick", action="store_true", help="doctor and strict only, no attack suite")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON too")
     args = parser.parse_args(argv)
     rows = []
-    for setting in settings(shlex.split(args.recommended), args.quick):
+    for setting in settings(shlex.split(args.recommended), args.profile, args.docker_profile, args.quick):
         parts = run_setting(args.engine, args.image, shlex.split(args.engine_flags), setting)
         row = summarize(setting, parts)
         rows.append(row)

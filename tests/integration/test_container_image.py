@@ -1,5 +1,7 @@
 """The server image (Dockerfile) under a real container engine, started exactly as the client snippets
-config/clients/{podman,docker}_mcp.json say, and spoken to over stdio by the official MCP client.
+config/clients/{podman,docker}_mcp.json say, and spoken to over stdio by the official MCP client. podman
+runs both snippets' flags (it takes Docker's `systempaths=unconfined` and `apparmor=` too), so on a podman
+machine the Docker snippet, with our seccomp profile, is exercised as well.
 
 With the documented flags every layer this host supports must be reported in force inside the container;
 with the runtime's defaults the report must name what is missing, and `run --strict` must refuse. Skipped,
@@ -50,11 +52,15 @@ def _machine_flags(engine: str) -> list[str]:
     return out.split()
 
 
-def _snippet_args(engine: str) -> list[str]:
-    """The snippet's args with the checkout's path filled in and this machine's flags after `run`."""
-    data = json.loads((CLIENTS / f"{engine}_mcp.json").read_text())
+def _snippet_args(engine: str, snippet: str | None = None) -> list[str]:
+    """A snippet's args (the engine's own by default) with the checkout's path filled in and this machine's
+    flags after `run`. podman takes the Docker snippet's flags too; Docker knows no `unmask`."""
+    snippet = snippet or engine
+    if engine == "docker" and snippet == "podman":
+        pytest.skip("the podman snippet's --security-opt unmask is podman's own; Docker has no such option")
+    data = json.loads((CLIENTS / f"{snippet}_mcp.json").read_text())
     server = data["mcpServers"]["hanzo-sandbox"]
-    assert server["command"] == engine
+    assert server["command"] == snippet
     args = [arg.replace(PLACEHOLDER, str(REPO_ROOT)) for arg in server["args"]]
     assert args[:3] == ["run", "-i", "--rm"] and args[-1] == "hanzo-sandbox-mcp"
     return ["run", *_machine_flags(engine), *args[1:-1], IMAGE]
@@ -88,9 +94,10 @@ def _missing_layers(missing: list[str] | tuple[str, ...]) -> set[str]:
 
 
 @pytest.mark.anyio
-async def test_snippet_serves_mcp_over_stdio_with_every_layer_the_host_has() -> None:
+@pytest.mark.parametrize("snippet", ["podman", "docker"])
+async def test_snippet_serves_mcp_over_stdio_with_every_layer_the_host_has(snippet: str) -> None:
     engine = _engine()
-    result = await _call(engine, _snippet_args(engine), "id -u; echo hello from the image")
+    result = await _call(engine, _snippet_args(engine, snippet), "id -u; echo hello from the image")
     assert result["exit_code"] == 0, result
     assert result["stdout"].split() == [str(SERVER_UID), "hello", "from", "the", "image"]
     protection = result["protection"]
