@@ -16,7 +16,7 @@ ENV DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN --mount=type=secret,id=hostca --mount=type=bind,source=scripts/with-hostca,target=/usr/local/bin/with-hostca \
     with-hostca apt-get update \
     && with-hostca apt-get install -y --no-install-recommends ca-certificates python3 python3-venv \
-    && rm -rf /var/lib/apt/lists/*
+    && apt-get clean && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY hanzo_sandbox_mcp ./hanzo_sandbox_mcp
@@ -35,7 +35,7 @@ ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 PATH=/opt/hanzo-sandbox-mcp/bin:
 RUN --mount=type=secret,id=hostca --mount=type=bind,source=scripts/with-hostca,target=/usr/local/bin/with-hostca \
     with-hostca apt-get update \
     && with-hostca apt-get install -y --no-install-recommends ca-certificates libseccomp2 python3 \
-    && rm -rf /var/lib/apt/lists/* \
+    && apt-get clean && rm -rf /var/lib/apt/lists/* \
     && useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin hanzo
 COPY --from=build /opt/hanzo-sandbox-mcp /opt/hanzo-sandbox-mcp
 USER hanzo
