@@ -71,8 +71,11 @@ def test_host_sees_its_victim_positive_control(victim):
     proc, marker, secret = victim
     with open(f"/proc/{proc.pid}/cmdline", "rb") as handle:
         assert marker.encode() in handle.read()
-    with open(f"/proc/{proc.pid}/environ", "rb") as handle:
-        assert secret.encode() in handle.read()
+    try:
+        with open(f"/proc/{proc.pid}/environ", "rb") as handle:
+            assert secret.encode() in handle.read()
+    except PermissionError:
+        pytest.skip("this root may not read another uid's environ (no CAP_SYS_PTRACE, as in a container)")
 
 
 def test_sandbox_sees_and_kills_its_own_processes_positive_control(sandbox_run):

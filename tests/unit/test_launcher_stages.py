@@ -27,6 +27,7 @@ from support.processes import marker_pids, unique_sleep, wait_marker_gone
 
 from hanzo_sandbox_mcp.launch import launcher_argv
 from hanzo_sandbox_mcp.launch_plan import NAMESPACE_NAMES, LandlockSpec, LaunchPlan, RootSpec
+from hanzo_sandbox_mcp.linux import privilege
 from hanzo_sandbox_mcp.linux.paths import RW_DEVICES, SYSTEM_READ_PATHS, python_paths
 
 IS_ROOT = os.geteuid() == 0
@@ -219,7 +220,10 @@ def test_the_stages_report_in_order_with_their_fields(launch: Any, workdir: Path
     assert run.names() == ["namespaces", "setup", "applied", "exit"]
     namespaces, setup, applied, exit_ = run.events
 
-    expected_ns = [n for n in NAMESPACE_NAMES if not (IS_ROOT and n == "user")]  # root: userns after setuid
+    # Root with CAP_SYS_ADMIN: the user namespace comes after the uid switch; without it (a container's
+    # root) the launcher drops to the command's uid first and unshares everything at once.
+    root_path = IS_ROOT and privilege.root_path(0, privilege.own_effective_caps())
+    expected_ns = [n for n in NAMESPACE_NAMES if not (root_path and n == "user")]
     assert namespaces == {"event": "namespaces", "active": expected_ns, "error": None}
 
     assert setup == {

@@ -131,6 +131,8 @@ def test_probe_arguments_reach_the_kernel_without_the_filter() -> None:
         for name, value in results.items()
         if value == -errno.EPERM and (IS_ROOT or name not in _CAPABILITY_FIRST)
     }
+    if unexplained and _seccomp_mode() == "2":
+        pytest.skip(f"a seccomp filter around the tests (a container's) already denies {sorted(unexplained)}")
     assert unexplained == {}
 
 
@@ -376,7 +378,8 @@ def test_install_refuses_without_no_new_privs(filters: dict[str, bytes]) -> None
             return [exc.errno, exc.step, "no_new_privs" in str(exc), _seccomp_mode()]
         return []
 
-    assert in_child(body, bpf=None, no_new_privs=False) == [errno.EPERM, "install", True, "0"]
+    # The mode is unchanged: "0", or "2" under a container runtime's own filter.
+    assert in_child(body, bpf=None, no_new_privs=False) == [errno.EPERM, "install", True, _seccomp_mode()]
 
 
 def _seccomp_mode() -> str:
@@ -397,7 +400,7 @@ def test_install_rejects_malformed_programs(program: bytes) -> None:
             return [exc.errno, exc.step, _seccomp_mode()]
         return []
 
-    assert in_child(body, bpf=None) == [errno.EINVAL, "install", "0"]
+    assert in_child(body, bpf=None) == [errno.EINVAL, "install", _seccomp_mode()]
 
 
 def test_build_filter_rejects_unknown_modes() -> None:
