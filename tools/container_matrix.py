@@ -24,8 +24,43 @@ from typing import Any
 ROOT_CHECKOUT = "/opt/hanzo-sandbox-mcp"
 USER_CHECKOUT = "/home/hanzo-test/hanzo-sandbox-mcp"
 MARK = "=====hanzo-matrix:"
-#: Attack category -> the report's flag (tools/attack_suite.py `flags`) that claims to stop it.
-CLAIM_FLAG = {"fs-read": "fs", "fs-write": "fs", "network": "net", "kernel": "sc", "privilege": "nnp"}
+#: Which reported layers stop each attack (README "Security model"): whenever one of them is reported in
+#: force, the attack must be blocked. "landlock6" is Landlock with scopes (signals, abstract sockets);
+#: "uid_drop" a root server whose command runs as another uid; "net" the call's own network_isolated;
+#: "always" what every call gets (environment scrub, closed descriptors). An attack with no entry (the
+#: polled disk quota) is judged by the attack suite alone.
+STOPPED_BY: dict[str, tuple[str, ...]] = {
+    "read server's 0600 key": ("landlock", "root", "uid_drop"),
+    "read world-readable file outside allowlist": ("landlock", "root"),
+    "read via symlink in workdir": ("landlock", "root"),
+    "read via /proc/self/root": ("landlock", "root"),
+    "read /etc/shadow": ("landlock", "root", "uid_drop"),
+    "list server home": ("landlock", "root", "uid_drop"),
+    "write into world-writable dir outside": ("landlock", "root"),
+    "hard link to outside file": ("landlock", "root"),
+    "chmod server's 0600 key": ("root", "uid_drop"),  # Landlock does not cover chmod
+    "write /proc/sys/kernel/core_pattern": ("landlock", "root", "uid_drop", "user"),
+    "see host process": ("root",),  # the fresh /proc; the old one lists every process
+    "kill host process": ("pid", "landlock6"),
+    "kill -9 -1": ("pid", "landlock6"),
+    "read host process environ": ("root",),
+    "ptrace sandbox init (pid 1)": ("seccomp",),
+    "read server env secret": ("always",),
+    "loopback: host abstract UNIX socket": ("net", "landlock6"),
+    "loopback: host pathname UNIX socket": ("root",),  # connect() is no file access for Landlock
+    "none: host pathname UNIX socket": ("root",),
+    "NoNewPrivs not set": ("nnp",),
+    "effective capabilities": ("nnp",),
+    "bounding capabilities": ("user",),  # dropping it needs CAP_SETPCAP, which only the user namespace gives
+    "su to root": ("nnp",),
+    "fill private /tmp": ("root",),
+    "fallocate burst past 5 MiB quota": (),  # the polled quota is no layer (README: approximate)
+    "setsid daemon outlives call": ("pid",),
+    "timeout leaves grandchild": ("pid",),
+    "leaked file descriptors": ("always",),
+}
+#: By category, for the attacks not named above.
+STOPPED_BY_CATEGORY = {"network": ("net",), "kernel": ("seccomp",), "resource": ("rlimits",)}
 
 
 @dataclass
@@ -110,8 +145,27 @@ def summarize(setting: Setting, parts: dict[str, str]) -> dict[str, Any]:
     row["strict_exit"] = int(strict_lines[0]) if strict_lines and strict_lines[0].isdigit() else None
     row["strict_message"] = " ".join(strict_lines[1:])[:300]
     if "attacks" in parts:
-        row.update(_attacks(parts["attacks"]))
+        row.update(_attacks(parts["attacks"], _claims(doctor)))
     return row
+
+
+def _claims(doctor: dict[str, Any]) -> set[str]:
+    """The layer names of `STOPPED_BY` that the report says are in force (network: per call)."""
+    eff = doctor["effective"]
+    abi = eff["landlock_abi"] or 0
+    claims = {
+        "always": True,
+        "landlock": abi > 0,
+        "landlock6": abi >= 6,
+        "root": eff["private_root"],
+        "seccomp": eff["seccomp"],
+        "nnp": eff["no_new_privs"],
+        "pid": "pid" in eff["namespaces"],
+        "user": "user" in eff["namespaces"],
+        "rlimits": eff["rlimits_applied"],
+        "uid_drop": doctor["running_as_uid"] == 0 and eff["uid"] not in (0, None),
+    }
+    return {name for name, held in claims.items() if held}
 
 
 def _layers(eff: dict[str, Any]) -> str:
@@ -135,7 +189,7 @@ def _layers(eff: dict[str, Any]) -> str:
     return " ".join(names)
 
 
-def _attacks(text: str) -> dict[str, Any]:
+def _attacks(text: str, claims: set[str]) -> dict[str, Any]:
     try:
         rows = json.loads(text)
     except ValueError:
@@ -143,16 +197,17 @@ def _attacks(text: str) -> dict[str, Any]:
     judged = [r for r in rows if not r.get("control")]
     controls = [r for r in rows if r.get("control")]
     succeeded = [r for r in judged if r["blocked"] is False]
-    claimed_but_failed = [
-        r["attack"]
-        for r in succeeded
-        if CLAIM_FLAG.get(r["category"]) is not None and CLAIM_FLAG[r["category"]] in r["layers"].split()
-    ]
+    claimed_but_failed = []
+    for r in succeeded:
+        stopped_by = STOPPED_BY.get(r["attack"], STOPPED_BY_CATEGORY.get(r["category"], ()))
+        held = claims | ({"net"} if "net" in r["layers"].split() else set())
+        if held.intersection(stopped_by):
+            claimed_but_failed.append(f"{r['attack']} (reported: {', '.join(sorted(held & set(stopped_by)))})")
     return {
         "attacks": f"{sum(r['blocked'] is True for r in judged)}/{len(judged)} blocked",
         "controls_ok": all(r["blocked"] is False for r in controls),
         "not_judged": [f"{r['attack']}: {r['evidence']}" for r in judged if r["blocked"] is None],
-        "succeeded": [f"{r['attack']} [{r['layers']}]" for r in succeeded],
+        "succeeded": [f"{r['attack']} [{r['layers']}]: {str(r['evidence'])[:120]}" for r in succeeded],
         "claimed_but_failed": claimed_but_failed,
     }
 
