@@ -81,9 +81,10 @@ def test_host_sees_its_victim_positive_control(victim):
 def test_sandbox_sees_and_kills_its_own_processes_positive_control(sandbox_run):
     """ps and kill work inside: the denials below are not a broken ps or kill."""
     inner = unique_sleep()
+    # Until the child has exec'd, ps shows the forked shell's args: ask again (bounded) until it is sleep.
     result = sandbox_run(
-        f"sleep {inner} & p=$!; ps -o args= -p $p; kill -9 $p && echo KILLED; wait $p; "
-        "test -e /proc/$p && echo STILL-THERE; true"
+        f"sleep {inner} & p=$!; for i in $(seq 50); do a=$(ps -o args= -p $p); case $a in sleep*) break;; esac; "
+        'sleep 0.1; done; echo "$a"; kill -9 $p && echo KILLED; wait $p; test -e /proc/$p && echo STILL-THERE; true'
     )
     assert result.exit_code == 0, result
     assert result.stdout.splitlines()[0].strip() == f"sleep {inner}", result.stdout
