@@ -1,9 +1,10 @@
 """Command line: `hanzo-sandbox-mcp [serve|run|doctor]`.
 
 `run` executes one command exactly as the server would (same sandbox, same policy, a fresh workdir unless
-`--workdir` is given), streams its output and exits with its status (128 + signal when killed). Errors are
-one clear line on stderr, never a traceback: exit 2 for bad usage or configuration, 125 when the sandbox
-cannot run the command.
+`--workdir` is given), streams its output and exits with its status (128 + signal when killed). On a
+terminal the command's control characters are shown as text (`--raw` writes them as they are); pipes
+and files get the exact bytes. Errors are one clear line on stderr, never a traceback: exit 2 for bad
+usage or configuration, 125 when the sandbox cannot run the command.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import anyio
 from .config import Settings, load_settings
 from .errors import ConfigError, HanzoSandboxError, RequestError
 from .policy import NetworkMode
+from .terminal import TerminalEscaper, escape_for_terminal, wants_escaping
+from .version import package_version
 
 __all__ = ["main"]
 
@@ -34,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
         description="MCP server that runs commands and Python code inside an OS-level sandbox.",
     )
     parser.add_argument("--config", type=Path, help="TOML config file (default: the user's, else built in)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command")
 
     serve = sub.add_parser("serve", help="run the MCP server (default)")
@@ -49,12 +53,25 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, help="wall-clock timeout in seconds")
     run.add_argument("--strict", action="store_true", help="refuse to run if any layer cannot be applied")
     run.add_argument("--json", action="store_true", help="print the whole result as one JSON object")
+    run.add_argument(
+        "--raw",
+        action="store_true",
+        help="write the command's output to a terminal unchanged (by default its control characters, such "
+        "as escape sequences, are shown as text there; pipes and files always get the exact bytes)",
+    )
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
 
     doctor = sub.add_parser("doctor", help="show which sandbox layers this machine supports")
     doctor.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML config file")
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
+
+
+def _say(message: str, *, raw: bool) -> None:
+    """One line on stderr; the message can quote the command, so on a terminal it is escaped too."""
+    if wants_escaping(sys.stderr.fileno(), raw=raw):
+        message = escape_for_terminal(message)
+    print(f"hanzo-sandbox-mcp: {message}", file=sys.stderr)
 
 
 def _setup_logging(level: str) -> None:
@@ -80,10 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
     except (ConfigError, RequestError) as exc:
-        print(f"hanzo-sandbox-mcp: {exc}", file=sys.stderr)
+        _say(str(exc), raw=args.__dict__.get("raw", False))
         return EXIT_USAGE
     except HanzoSandboxError as exc:
-        print(f"hanzo-sandbox-mcp: {exc}", file=sys.stderr)
+        _say(str(exc), raw=args.__dict__.get("raw", False))
         return EXIT_SANDBOX
     except KeyboardInterrupt:
         return 130
@@ -130,11 +147,16 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             Path(tempfile.gettempdir()), "hanzo-run-", command_owner(policy.sandbox_uid, policy.sandbox_gid)
         )
     stream = not args.json
+    targets = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
+    # Each stream on its own: `run ... | less` keeps stdout exact while stderr on the terminal is escaped.
+    escapers = {
+        name: TerminalEscaper() for name, target in targets.items() if wants_escaping(target.fileno(), raw=args.raw)
+    }
 
     async def echo(name: str, chunk: bytes) -> None:
-        target = sys.stdout.buffer if name == "stdout" else sys.stderr.buffer
-        target.write(chunk)
-        target.flush()
+        escaper = escapers.get(name)
+        targets[name].write(escaper.feed(chunk) if escaper else chunk)
+        targets[name].flush()
 
     try:
         result = anyio.run(
@@ -153,8 +175,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(result.model_dump_json(indent=2))
     else:
+        for name, escaper in escapers.items():
+            targets[name].write(escaper.flush())
+            targets[name].flush()
         if result.timed_out:
-            print(f"hanzo-sandbox-mcp: timed out after {timeout:g} s", file=sys.stderr)
+            _say(f"timed out after {timeout:g} s", raw=args.raw)
         if result.error:  # never streamed: it comes from the launcher, not from the command
-            print(f"hanzo-sandbox-mcp: {result.error}", file=sys.stderr)
+            _say(result.error, raw=args.raw)
     return result.returncode

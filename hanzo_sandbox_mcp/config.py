@@ -15,7 +15,7 @@ from ipaddress import ip_address
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .policy import SANDBOX_ENV_VAR, SandboxMode, SandboxPolicy
@@ -24,9 +24,11 @@ __all__ = [
     "TOKEN_ENV_VAR",
     "ExecSettings",
     "HttpSettings",
+    "NamedToken",
     "OutputSettings",
     "SessionSettings",
     "Settings",
+    "StdioSettings",
     "default_config_path",
     "format_validation_error",
     "load_settings",
@@ -56,12 +58,21 @@ class ExecSettings(_Section):
     python: str | None = Field(None, description="Interpreter for run_python; None: the server's, else python3.")
     max_concurrent_calls: int = Field(8, ge=1, le=1024)
     max_concurrent_calls_per_session: int = Field(2, ge=1, le=1024)
+    max_concurrent_calls_per_client: int | None = Field(
+        None, ge=1, le=1024, description="None: half of max_concurrent_calls (at least 1) on HTTP, all on stdio."
+    )
 
     @model_validator(mode="after")
     def _timeouts(self) -> ExecSettings:
         if self.default_timeout_s > self.max_timeout_s:
             raise ValueError("default_timeout_s must not exceed max_timeout_s")
         return self
+
+    def client_slots(self, *, shared: bool) -> int:
+        """Calls one client may run at once; `shared`: the server can have more than one client."""
+        if self.max_concurrent_calls_per_client is not None:
+            return min(self.max_concurrent_calls_per_client, self.max_concurrent_calls)
+        return max(1, self.max_concurrent_calls // 2) if shared else self.max_concurrent_calls
 
 
 class SessionSettings(_Section):
@@ -72,14 +83,66 @@ class SessionSettings(_Section):
     root: Path | None = Field(None, description="Where workdirs live; None: a private temp directory.")
 
 
+#: A client name from `[http] tokens`: what logs and the fairness layer call that client.
+_CLIENT_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+def _check_token(token: str) -> str:
+    # Clients' credentials are compared after stripping (HTTP drops surrounding whitespace anyway), so a
+    # configured token with a space at either end could never match: refuse it instead of locking everyone out.
+    if token != token.strip():
+        raise ValueError("the token starts or ends with whitespace, which no client can send; remove it")
+    return token
+
+
+class NamedToken(_Section):
+    """One client's bearer token, and the name the server knows that client by."""
+
+    name: str = Field(pattern=_CLIENT_NAME, description="Client name (letters, digits, '.', '_', '-').")
+    token: str = Field(min_length=16)
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: str) -> str:
+        return _check_token(value)
+
+
 class HttpSettings(_Section):
-    """The HTTP transports (streamable HTTP and legacy SSE)."""
+    """The HTTP transports (streamable HTTP and legacy SSE): address, tokens, and the limits of every stage."""
 
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=0, le=65535)
     path: str = "/mcp"
     token: str | None = Field(None, min_length=16, description="Bearer token; required off loopback.")
+    tokens: tuple[NamedToken, ...] = Field((), description="More bearer tokens, each naming its client.")
     allowed_origins: tuple[str, ...] = ()
+    header_timeout_s: float = Field(10.0, gt=0, le=3600, description="Deadline for a request's headers.")
+    body_timeout_s: float = Field(60.0, gt=0, le=3600, description="Deadline for a request's body.")
+    max_connections: int | None = Field(None, ge=8, le=1_000_000, description="None: from the fd limit.")
+    max_connections_per_peer: int | None = Field(None, ge=1, le=1_000_000, description="None: derived.")
+    reserved_connections: int | None = Field(None, ge=0, le=1_000_000, description="None: derived.")
+    max_body_bytes_in_flight: int = Field(128 * _MiB, ge=32 * _MiB, le=64 * 1024 * _MiB)
+    max_protocol_sessions: int = Field(64, ge=1, le=100_000)
+    protocol_session_idle_s: float = Field(3600.0, gt=0, le=30 * 86400)
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: str | None) -> str | None:
+        return None if value is None else _check_token(value)
+
+    @model_validator(mode="after")
+    def _distinct_tokens(self) -> HttpSettings:
+        names = [named.name for named in self.tokens]
+        if len(set(names)) != len(names):
+            raise ValueError("two entries of http.tokens have the same name; give each client its own name")
+        secrets = [named.token for named in self.tokens] + ([self.token] if self.token else [])
+        if len(set(secrets)) != len(secrets):
+            raise ValueError("two of http.token and http.tokens are equal; give each client its own token")
+        return self
+
+    def has_tokens(self) -> bool:
+        """True when clients must authenticate (a `token` or any `tokens` entry)."""
+        return self.token is not None or bool(self.tokens)
 
     def is_loopback(self) -> bool:
         """True when the bind address only accepts local connections."""
@@ -91,6 +154,14 @@ class HttpSettings(_Section):
             return False
 
 
+class StdioSettings(_Section):
+    """The stdio transport (one JSON-RPC message per line)."""
+
+    # The largest legal request is run_python with 1 MiB of code and 4 MiB of stdin; JSON escaping can
+    # make text 6 times longer (a control character becomes \u0001), so 30 MiB, plus the envelope.
+    max_line_bytes: int = Field(32 * _MiB, ge=64 * 1024, le=1024 * _MiB)
+
+
 class Settings(_Section):
     """Everything the server reads from its configuration."""
 
@@ -100,8 +171,21 @@ class Settings(_Section):
     exec: ExecSettings = ExecSettings()
     sessions: SessionSettings = SessionSettings()
     http: HttpSettings = HttpSettings()
+    stdio: StdioSettings = StdioSettings()
     audit_log: Path | None = Field(None, description="JSON-lines audit log of calls; None: no audit log.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _sse_sessions_outlast_calls(self) -> Settings:
+        # A legacy SSE session counts as idle when no message passes either way, and a call without output
+        # sends none until it ends: the idle limit must be longer than the longest call, or it would end
+        # the session under a running call.
+        if self.http.protocol_session_idle_s <= self.exec.max_timeout_s:
+            raise ValueError(
+                f"http.protocol_session_idle_s ({self.http.protocol_session_idle_s}) must be longer than "
+                f"exec.max_timeout_s ({self.exec.max_timeout_s})"
+            )
+        return self
 
 
 def parse_mode(value: str) -> SandboxMode:
@@ -109,9 +193,7 @@ def parse_mode(value: str) -> SandboxMode:
     try:
         return SandboxMode(value.strip().lower())
     except ValueError:
-        raise ConfigError(
-            f"{SANDBOX_ENV_VAR}={value!r} is not valid: use one of auto, on, off (any case)"
-        ) from None
+        raise ConfigError(f"{SANDBOX_ENV_VAR}={value!r} is not valid: use one of auto, on, off (any case)") from None
 
 
 def default_config_path(env: Mapping[str, str]) -> Path:
@@ -157,8 +239,25 @@ def load_settings(config: Path | None = None, env: Mapping[str, str] | None = No
     updates: dict[str, object] = {}
     if (raw_mode := env.get(SANDBOX_ENV_VAR)) is not None and raw_mode.strip():
         updates["mode"] = parse_mode(raw_mode)
-    if settings.http.token is None and (token := env.get(TOKEN_ENV_VAR)):
-        if len(token) < 16:
-            raise ConfigError(f"{TOKEN_ENV_VAR} must be at least 16 characters long")
-        updates["http"] = settings.http.model_copy(update={"token": token})
+    if settings.http.token is None and (token := env.get(TOKEN_ENV_VAR)) is not None:
+        try:  # validated again: the variable's token must differ from the named ones too
+            updates["http"] = HttpSettings.model_validate({**settings.http.model_dump(), "token": _env_token(token)})
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, TOKEN_ENV_VAR)) from None
     return settings.model_copy(update=updates) if updates else settings
+
+
+def _env_token(token: str) -> str:
+    # An empty variable once meant "no authentication": a typo in a deployment script then opened the
+    # server to every local process. Unset it to go without a token.
+    if not token.strip():
+        raise ConfigError(
+            f"{TOKEN_ENV_VAR} is set but empty; set it to a token of 16+ characters, or unset it to run "
+            "without authentication (loopback only)"
+        )
+    if len(token) < 16:
+        raise ConfigError(f"{TOKEN_ENV_VAR} must be at least 16 characters long")
+    try:
+        return _check_token(token)
+    except ValueError as exc:
+        raise ConfigError(f"{TOKEN_ENV_VAR}: {exc}") from None

@@ -1,16 +1,44 @@
-"""How the launcher is started and what it reports: shared by the async runner and the sync probe."""
+"""How the launcher is started and what it reports: shared by the async runner and the sync probe.
+
+The status pipe's wire format: one Python dict literal per line (the launcher writes `repr`, which costs
+it no import), at most 4,096 bytes, parsed here with `ast.literal_eval` (literals only, never code) and
+then held to a fixed schema:
+
+- every line has exactly the keys `token`, `event` and the fields of its event, each of its exact type
+  (`True` is not an int here, nor `1` a bool);
+- `token` is the plan's `status_token`, a per-call secret (`seal`) that the command cannot read after
+  exec; the only line without it is the `abort` of a plan that could not be read, which ends the report;
+- events come at most once and in protocol order: `namespaces`, `setup`, `applied`, `exec_failed`,
+  `exit`, with `abort` in place of the stage that failed (see `_NEXT`).
+
+Anything else is rejected whole, counted in `LaunchReport.rejected` and logged at debug level: a forged or
+garbled line never changes a field. The `applied` event carries what the command process read back from
+the kernel right before exec (linux/measure.py); the protections in the report are judged from those
+readings against the plan, never from what the launcher meant to do.
+"""
 
 from __future__ import annotations
 
 import ast
+import logging
+import os
+import secrets
+import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LAUNCHER", "LaunchReport", "launcher_argv"]
+from .launch_plan import NAMESPACE_NAMES, LaunchPlan
+from .linux import measure
+
+__all__ = ["LAUNCHER", "MAX_STATUS_LINE", "LaunchReport", "launcher_argv", "seal", "start_launcher"]
 
 LAUNCHER = Path(__file__).with_name("launcher.py")
+#: Longer lines are rejected unparsed (the launcher shortens its texts to stay below PIPE_BUF).
+MAX_STATUS_LINE = 4096
+_log = logging.getLogger("hanzo_sandbox_mcp")
 
 
 def launcher_argv(plan_fd: int, status_fd: int) -> list[str]:
@@ -19,9 +47,204 @@ def launcher_argv(plan_fd: int, status_fd: int) -> list[str]:
     return [sys.executable, "-I", "-S", str(LAUNCHER), str(plan_fd), str(status_fd)]
 
 
+def start_launcher(
+    wire: bytes,
+    *,
+    capture: bool = False,
+    extra_fds: tuple[int, ...] = (),
+    argv_for: Callable[[int, int], list[str]] = launcher_argv,
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start the launcher synchronously (the probe, tests, tools; the runner has its async twin) with
+    `wire` (a plan's `to_wire()`, or anything, to test refusals) already written to its plan pipe.
+    Returns the process and the read end of its status pipe, which the caller reads and closes; stdout
+    and stderr are pipes with `capture`, else /dev/null. A plan is a few KB: it fits in the pipe buffer,
+    so writing it before anything is read cannot block."""
+    plan_r, plan_w = os.pipe()
+    status_r, status_w = os.pipe()
+    output = subprocess.PIPE if capture else subprocess.DEVNULL
+    try:
+        proc = subprocess.Popen(
+            argv_for(plan_r, status_w),
+            pass_fds=(plan_r, status_w, *extra_fds),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+            env={},
+        )
+    except BaseException:
+        for fd in (plan_w, status_r):
+            os.close(fd)
+        raise
+    finally:
+        os.close(plan_r)
+        os.close(status_w)
+    try:
+        os.write(plan_w, wire)
+    except BrokenPipeError:
+        pass  # the launcher died early; its status or exit code says why
+    finally:
+        os.close(plan_w)
+    return proc, status_r
+
+
+def seal(plan: LaunchPlan) -> tuple[LaunchPlan, LaunchReport]:
+    """Give `plan` a fresh status token and this process's pid (the launcher's parent, whose death kills
+    the sandbox), and return it with the report that accepts only lines carrying that token and judges the
+    readings against this plan.
+
+    Spawn the launcher from a thread that outlives it: its parent-death signal fires when the *thread*
+    that forked it exits. The runner spawns from the event loop's thread; the probe from a worker thread
+    that blocks until the launcher has exited."""
+    sealed = plan.replace(status_token=secrets.token_hex(16), parent_pid=os.getpid())
+    return sealed, LaunchReport(plan=sealed)
+
+
+# --- the schema ------------------------------------------------------------------------------------------
+
+Check = Callable[[Any], bool]
+
+#: Keys of the `errors` mapping: the layer (or step) that failed.
+ERROR_KEYS = frozenset(
+    {"rootfs", "loopback", "user namespace", "uid_drop", "rlimits", "no_new_privs", "landlock", "seccomp"}
+)
+CAPABILITY_KEYS = ("inh", "prm", "eff", "bnd", "amb")
+RLIMIT_KEYS = frozenset({"as", "cpu", "nproc", "nofile", "fsize", "core"})
+
+
+def _is_bool(value: Any) -> bool:
+    return type(value) is bool
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int
+
+
+def _is_str(value: Any) -> bool:
+    return type(value) is str
+
+
+def _is_float(value: Any) -> bool:
+    return type(value) is float
+
+
+def _optional(check: Check) -> Check:
+    return lambda value: value is None or check(value)
+
+
+def _list_of(check: Check, length: int | None = None) -> Check:
+    return lambda value: (
+        type(value) is list and (length is None or len(value) == length) and all(check(item) for item in value)
+    )
+
+
+def _is_errors(value: Any) -> bool:
+    return type(value) is dict and all(key in ERROR_KEYS and _is_str(text) for key, text in value.items())
+
+
+def _is_namespaces(value: Any) -> bool:
+    return type(value) is list and len(set(value)) == len(value) and all(name in NAMESPACE_NAMES for name in value)
+
+
+def _is_caps(value: Any) -> bool:
+    return value is None or (
+        type(value) is dict
+        and set(value) == set(CAPABILITY_KEYS)
+        and all(_is_int(mask) and mask >= 0 for mask in value.values())
+    )
+
+
+def _is_rlimits(value: Any) -> bool:
+    pair = _list_of(_is_int, 2)
+    return type(value) is dict and all(name in RLIMIT_KEYS and pair(limits) for name, limits in value.items())
+
+
+_ID = _optional(_is_int)
+_SCHEMA: dict[str, dict[str, Check]] = {
+    "namespaces": {"active": _is_namespaces, "error": _optional(_is_str)},
+    "setup": {
+        "errors": _is_errors,
+        "rootfs": _is_bool,
+        "proc": _is_bool,
+        "private_tmp": _is_bool,
+        "loopback": _is_bool,
+    },
+    "applied": {
+        "errors": _is_errors,
+        "user_ns": _is_bool,
+        "landlock_abi": _optional(_is_int),
+        "uids": _list_of(_ID, 3),
+        "gids": _list_of(_ID, 3),
+        "groups": _list_of(_ID),
+        "no_new_privs": _optional(_is_int),
+        "seccomp_mode": _optional(_is_int),
+        "seccomp_filters": _optional(_is_int),
+        "caps": _is_caps,
+        "rlimits": _is_rlimits,
+    },
+    "abort": {"message": _is_str, "strict": _is_bool},
+    "exec_failed": {"message": _is_str},
+    "exit": {
+        "status": _is_int,
+        "exit_code": _optional(_is_int),
+        "signal": _optional(_is_int),
+        "cpu_user_s": _is_float,
+        "cpu_sys_s": _is_float,
+        "peak_rss_kb": _is_int,
+    },
+}
+#: Which events may follow which: the launcher's stages in order, `abort` in place of a failed stage.
+_NEXT = {
+    "start": frozenset({"namespaces", "abort"}),
+    "namespaces": frozenset({"setup", "abort"}),
+    "setup": frozenset({"applied", "abort", "exit"}),
+    "applied": frozenset({"exec_failed", "exit"}),
+    "exec_failed": frozenset({"exit"}),
+    "abort": frozenset({"exit"}),
+    "exit": frozenset(),
+    "closed": frozenset(),
+}
+
+
+class _Rejected(ValueError):
+    pass
+
+
+def _parse(line: bytes, token: str, stage: str) -> tuple[str, dict[str, Any], bool]:
+    """(event, fields, carried the token) of a well-formed line that may come now; else `_Rejected`."""
+    if len(line) > MAX_STATUS_LINE:
+        raise _Rejected("line too long")
+    try:
+        event = ast.literal_eval(line.decode("utf-8"))
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError, UnicodeDecodeError):
+        raise _Rejected("not a literal") from None
+    if type(event) is not dict:
+        raise _Rejected("not a dict")
+    kind = event.get("event")
+    schema = _SCHEMA.get(kind) if type(kind) is str else None
+    if schema is None:
+        raise _Rejected(f"unknown event {kind!r}")
+    if kind not in _NEXT[stage]:
+        raise _Rejected(f"{kind!r} cannot follow {stage!r}")
+    sealed = event.get("token") == token and _is_str(token)
+    # Only the abort of an unreadable plan comes before the launcher knows the token; it ends the report.
+    unsealed_abort = kind == "abort" and stage == "start" and event.get("token") == "" and event.get("strict") is False
+    if not (sealed or unsealed_abort):
+        raise _Rejected("missing or wrong token")
+    if set(event) != {"token", "event", *schema}:
+        raise _Rejected(f"{kind!r} keys {sorted(map(str, event))} are not the schema's")
+    for key, check in schema.items():
+        if not check(event[key]):
+            raise _Rejected(f"{kind!r}.{key} has the wrong type or value")
+    return kind, {key: event[key] for key in schema}, sealed
+
+
+# --- the report ------------------------------------------------------------------------------------------
+
+
 @dataclass
 class LaunchReport:
-    """Everything the launcher said on its status pipe, merged."""
+    """Everything the launcher said on its status pipe, merged, with each protection judged from what the
+    command process read back (against `plan` where one is given)."""
 
     namespaces: list[str] = field(default_factory=list)
     namespace_error: str | None = None
@@ -31,6 +254,8 @@ class LaunchReport:
     loopback: bool = False
     uid: int | None = None
     gid: int | None = None
+    groups: tuple[int, ...] | None = None
+    capabilities: dict[str, int] | None = None
     user_ns: bool = False
     rlimits: bool = False
     no_new_privs: bool = False
@@ -42,42 +267,68 @@ class LaunchReport:
     abort_strict: bool = False
     exec_failed: str | None = None
     exit: dict[str, Any] | None = None
+    plan: LaunchPlan | None = None
+    """The plan the launcher ran: its token authenticates lines, its layers and limits are the expectation."""
+    rejected: int = 0
+    """Lines rejected (forged, garbled or out of order); none of them changed a field."""
+    stage: str = "start"
+    """The last event accepted ("closed" after an unsealed abort): which events may come next (`_NEXT`)."""
 
-    def feed(self, line: bytes) -> None:
-        """Merge one line (a dict literal); garbage is ignored (the pipe is ours, but never crash on it)."""
+    @property
+    def capabilities_empty(self) -> bool:
+        """After exec the command can hold no capability: its inheritable, ambient and bounding sets were
+        read back empty (what it holds before exec is cleared by exec, and nothing can be regained)."""
+        caps = self.capabilities
+        return caps is not None and caps["inh"] == caps["amb"] == caps["bnd"] == 0
+
+    def feed(self, line: bytes) -> bool:
+        """Merge one line if it is well-formed, authentic and in order; otherwise count it and change nothing."""
         try:
-            event = ast.literal_eval(line.decode("utf-8", "replace"))
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            return
-        if not isinstance(event, dict):
-            return
-        kind = event.pop("event", None)
-        errors = event.pop("errors", None)
-        if isinstance(errors, dict):
-            self.errors.update({str(k): str(v) for k, v in errors.items()})
-        if kind == "namespaces":
-            self.namespaces = [str(n) for n in event.get("active") or []]
-            self.namespace_error = event.get("error")
-        elif kind == "setup":
-            self.rootfs = bool(event.get("rootfs"))
-            self.proc = bool(event.get("proc"))
-            self.private_tmp = bool(event.get("private_tmp"))
-            self.loopback = bool(event.get("loopback"))
-        elif kind == "applied":
-            self.applied = True
-            for key in ("uid", "gid", "landlock_abi"):
-                setattr(self, key, event.get(key))
-            for key in ("user_ns", "rlimits", "no_new_privs", "seccomp"):
-                setattr(self, key, bool(event.get(key)))
-        elif kind == "abort":
-            self.abort = str(event.get("message"))
-            self.abort_strict = bool(event.get("strict"))
-        elif kind == "exec_failed":
-            self.exec_failed = str(event.get("message"))
-        elif kind == "exit":
-            self.exit = event
+            kind, fields, sealed = _parse(line, self.plan.status_token if self.plan else "", self.stage)
+        except _Rejected as exc:
+            self.rejected += 1
+            _log.debug("status line rejected (%s): %.200r", exc, line)
+            return False
+        self.stage = kind if sealed else "closed"
+        getattr(self, f"_on_{kind}")(fields)
+        return True
 
     def feed_all(self, data: bytes) -> None:
         for line in data.splitlines():
             if line.strip():
                 self.feed(line)
+
+    # -- one handler per event ------------------------------------------------------------------------
+
+    def _on_namespaces(self, fields: dict[str, Any]) -> None:
+        self.namespaces = list(fields["active"])
+        self.namespace_error = fields["error"]
+
+    def _on_setup(self, fields: dict[str, Any]) -> None:
+        self.errors.update(fields["errors"])
+        for key in ("rootfs", "proc", "private_tmp", "loopback"):
+            setattr(self, key, fields[key])
+
+    def _on_abort(self, fields: dict[str, Any]) -> None:
+        self.abort = fields["message"]
+        self.abort_strict = fields["strict"]
+
+    def _on_exec_failed(self, fields: dict[str, Any]) -> None:
+        self.exec_failed = fields["message"]
+
+    def _on_exit(self, fields: dict[str, Any]) -> None:
+        self.exit = fields
+
+    def _on_applied(self, fields: dict[str, Any]) -> None:
+        self.applied = True
+        self.errors.update(fields["errors"])
+        self.user_ns = fields["user_ns"]
+        self.landlock_abi = fields["landlock_abi"]
+        self.uid, self.gid = measure.one_id(fields["uids"]), measure.one_id(fields["gids"])
+        groups = fields["groups"]
+        self.groups = None if None in groups else tuple(groups)
+        self.capabilities = fields["caps"]
+        in_force, reasons = measure.judge(self.plan, fields)
+        self.no_new_privs, self.seccomp, self.rlimits = (in_force[k] for k in ("no_new_privs", "seccomp", "rlimits"))
+        for layer, why in reasons.items():
+            self.errors.setdefault(layer, why)  # the launcher's own error for a failed step comes first

@@ -95,9 +95,11 @@ class LaunchPlan(_Record):
         "loopback",
         "namespaces",
         "no_new_privs",
+        "parent_pid",
         "rlimits",
         "root",
         "seccomp_bpf",
+        "status_token",
         "strict",
         "tmp_size_mb",
         "uid",
@@ -113,10 +115,15 @@ class LaunchPlan(_Record):
     tmp_size_mb: int | None
     rlimits: dict[str, int]
     no_new_privs: bool
+    parent_pid: int | None
+    """The server's pid (`launch.seal`): a launcher whose parent is no longer it exits at once, since the
+    parent-death signal it arms would never come."""
     landlock: LandlockSpec | None
     root: RootSpec | None
     """The private root's contents; None: no private root, even in a mount namespace."""
     seccomp_bpf: bytes | None
+    status_token: str
+    """A per-call secret every status line carries (`launch.seal`): lines without it are forged."""
     strict: bool
     wrapper: tuple[str, ...]
     """Argv prepended to `argv` before exec (macOS `sandbox-exec -p ...`)."""
@@ -134,9 +141,11 @@ class LaunchPlan(_Record):
         tmp_size_mb: int | None = None,
         rlimits: dict[str, int] | None = None,
         no_new_privs: bool = False,
+        parent_pid: int | None = None,
         landlock: LandlockSpec | None = None,
         root: RootSpec | None = None,
         seccomp_bpf: bytes | None = None,
+        status_token: str = "",
         strict: bool = False,
         wrapper: tuple[str, ...] = (),
     ) -> None:
@@ -151,9 +160,11 @@ class LaunchPlan(_Record):
             tmp_size_mb=tmp_size_mb,
             rlimits=dict(rlimits or {}),
             no_new_privs=no_new_privs,
+            parent_pid=parent_pid,
             landlock=landlock,
             root=root,
             seccomp_bpf=seccomp_bpf,
+            status_token=status_token,
             strict=strict,
             wrapper=tuple(wrapper),
         )

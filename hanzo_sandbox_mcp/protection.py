@@ -1,8 +1,9 @@
 """What a sandbox enforces: predicted by `Sandbox.effective()`, measured per call by the launcher.
 
 `EffectiveProtection` keeps the reference crate's three booleans and `any()`, and adds per-layer detail so
-a model (or a person) can reason about its limits. The report for a call is built from what the launcher
-says actually fired before `exec`, never from what was merely requested.
+a model (or a person) can reason about its limits. The report for a call is built from what the command
+process read back from the kernel right before `exec` (ids through the user namespace's maps,
+/proc/self/status, getrlimit), never from what was merely requested.
 """
 
 from __future__ import annotations
@@ -56,14 +57,23 @@ class EffectiveProtection(BaseModel):
         description="Network is restricted to the policy (no sockets for 'none', a private loopback for "
         "'loopback'). False for 'full'."
     )
-    rlimits_applied: bool = Field(description="Memory, CPU, process, fd and file-size limits are in force.")
+    rlimits_applied: bool = Field(
+        description="Memory, CPU, process, fd and file-size limits are in force (read back with getrlimit: "
+        "soft equals hard and none is looser than the policy)."
+    )
     sandbox: str = Field(description="Name of the sandbox implementation.")
     network: NetworkMode = Field(description="The policy's network mode.")
     env_scrubbed: bool = Field(False, description="Only allowlisted environment variables reach the command.")
     namespaces: tuple[str, ...] = Field((), description="Linux namespaces the command runs in.")
-    landlock_abi: int | None = Field(None, description="Landlock ABI version in force, None when not applied.")
-    seccomp: bool = Field(False, description="The seccomp deny-list is installed.")
-    no_new_privs: bool = Field(False, description="setuid/file capabilities cannot raise privileges.")
+    landlock_abi: int | None = Field(
+        None, description="Landlock ABI of the ruleset the kernel accepted (restrict_self returned 0); None: none."
+    )
+    seccomp: bool = Field(
+        False, description="The seccomp deny-list is installed (/proc/self/status: Seccomp 2, one filter more)."
+    )
+    no_new_privs: bool = Field(
+        False, description="setuid/file capabilities cannot raise privileges (/proc/self/status: NoNewPrivs 1)."
+    )
     cgroup_limits: bool = Field(False, description="cgroup v2 memory/pids/cpu limits are in force.")
     private_root: bool = Field(
         False,
@@ -72,8 +82,22 @@ class EffectiveProtection(BaseModel):
     )
     private_tmp: bool = Field(False, description="/tmp and /dev/shm are private, size-capped and discarded.")
     seatbelt: bool = Field(False, description="A macOS Seatbelt profile is in force.")
-    uid: int | None = Field(None, description="Host uid the command runs as, when known.")
-    gid: int | None = Field(None, description="Host gid the command runs as, when known.")
+    uid: int | None = Field(
+        None,
+        description="Host uid the command runs as: real, effective and saved uid read back before exec and "
+        "mapped out of its user namespace (inside it, `id -u` may differ). None when they disagree.",
+    )
+    gid: int | None = Field(None, description="Host gid the command runs as, read back like `uid`.")
+    groups: tuple[int, ...] | None = Field(
+        None,
+        description="Host gids of the command's supplementary groups (empty: none). None when not all are "
+        "known: a non-root server's command keeps that user's groups, which its user namespace cannot map.",
+    )
+    capabilities_empty: bool = Field(
+        False,
+        description="The command holds no Linux capability after exec and cannot gain one: its inheritable, "
+        "ambient and bounding sets were read back empty.",
+    )
     missing: tuple[str, ...] = Field(
         (), description="Protections not in force, each with the reason (empty when all layers fired)."
     )

@@ -23,7 +23,7 @@ import anyio.abc
 
 from .config import OutputSettings
 from .errors import RequestError, SandboxUnavailable
-from .launch import LaunchReport, launcher_argv
+from .launch import LaunchReport, launcher_argv, seal
 from .launch_plan import LaunchPlan
 from .output import CappedBuffer
 from .policy import SandboxPolicy
@@ -198,9 +198,10 @@ async def run_sandboxed(
     plan = _prepare(sandbox, policy, argv, cwd, env)
     workdir = require_workdir(policy)
     plan = _cap_file_size(plan, policy, await anyio.to_thread.run_sync(directory_usage_bytes, workdir))
+    plan, report = seal(plan)  # a fresh token: the status pipe accepts only this call's launcher
     stdout = CappedBuffer(output.max_stdout_bytes)
     stderr = CappedBuffer(output.max_stderr_bytes)
-    state = _CallState()
+    state = _CallState(report=report)
 
     plan_r, plan_w = os.pipe()
     status_r, status_w = os.pipe()

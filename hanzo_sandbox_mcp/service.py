@@ -14,9 +14,16 @@ A command that ran returns a `RunResult` whatever its exit status; a timeout, an
 setup failure is reported inside the result (`timed_out`, `quota_exceeded`, `error`) with the partial
 output, and `RunResult.failure()` phrases it for the model.
 
-Calls queue rather than fail when the server is busy: each waits for a slot of the session
-(`exec.max_concurrent_calls_per_session`) and then of the server (`exec.max_concurrent_calls`); a queued
-call can be cancelled like a running one. One slow call occupies one slot, so other sessions keep going.
+Every call belongs to a client (`clients.py` says who that is; a library caller that names none is `LOCAL`,
+the single client of a stdio server). A call without `session_id` uses its client's default session when
+the client has a protocol session, and otherwise a single-call session of its own, made only once the call
+is admitted, so a queued burst never fills the session table.
+
+Calls queue rather than fail when the server is busy: each waits for a slot of its session
+(`exec.max_concurrent_calls_per_session`), then for one of the server's slots
+(`exec.max_concurrent_calls`), handed out fairly (`admission.py`): no client holds more than
+`exec.max_concurrent_calls_per_client`, waiting clients take turns, then their sessions do. A queued call
+can be cancelled like a running one, and then never runs.
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -39,8 +47,11 @@ import anyio
 import anyio.abc
 from pydantic import BaseModel, ConfigDict, Field
 
+from .admission import FairAdmission
+from .clients import LOCAL, ClientId
 from .config import Settings
 from .errors import RequestError
+from .filenames import display_path, escape_name, quoted
 from .linux.paths import reachable_by
 from .policy import NetworkMode, SandboxMode
 from .protection import EffectiveProtection, LayerStatus
@@ -58,6 +69,7 @@ __all__ = [
     "FileContent",
     "FileEntry",
     "FileListing",
+    "ImplicitSession",
     "Limits",
     "OnOutput",
     "PythonChoice",
@@ -86,6 +98,11 @@ _FALLBACK_PYTHONS = ("/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3
 
 OnOutput = Callable[[str, bytes], Awaitable[None]]
 """Called with (stream name, chunk) as a command produces output (progress notifications)."""
+
+ImplicitSession = Literal["default", "protocol_session"]
+"""What a call without session_id uses: "default", the default session of the one client (stdio, a
+library); "protocol_session", the default session of the caller's protocol session, or a single-call
+session for a caller without one (HTTP and SSE, where many clients share the server)."""
 
 
 # -- result models -----------------------------------------------------------------------------------
@@ -130,10 +147,16 @@ class SessionRules(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     idle_ttl_s: float = Field(description="A session with no call for this long is deleted with its files.")
-    max_sessions: int = Field(description="Sessions kept at once; the least recently used idle one goes first.")
-    implicit_session: Literal["default", "new"] = Field(
-        description="What a call without session_id uses: 'default' (one session per connection, stdio) "
-        "or 'new' (a fresh session per call, HTTP)."
+    max_sessions: int = Field(
+        description="Sessions kept at once. To make room, an idle single-call session nobody reused goes first "
+        "(oldest first), else the creating client's own least recently used idle one; never another client's "
+        "session. Pre-warmed sandboxes do not count."
+    )
+    implicit_session: ImplicitSession = Field(
+        description="What a call without session_id uses: 'default' (one default session for the connection, "
+        "stdio) or 'protocol_session' (the default session of the caller's protocol session, i.e. "
+        "Mcp-Session-Id or an SSE connection of a client that used the initialize handshake; a fresh "
+        "single-call session for a caller without one, such as a 2026-07-28 client)."
     )
     retention: str = Field(description="The rules in words.")
 
@@ -157,15 +180,22 @@ class SessionClosed(BaseModel):
     closed: bool = Field(description="True: the session ended and its workdir was deleted.")
 
 
+_ESCAPED_NAMES = (
+    "Names are escaped so any file name fits in text: a byte that is not UTF-8 or belongs to a control "
+    "character is %XX, and a '%' followed by two hex digits is %25; pass names back exactly as listed."
+)
+
+
 class FileEntry(BaseModel):
     """One entry of a workdir listing (symbolic links are reported, never followed)."""
 
     model_config = ConfigDict(frozen=True)
 
-    name: str
-    path: str = Field(description="Path relative to the workdir.")
+    name: str = Field(description=f"The file name. {_ESCAPED_NAMES}")
+    path: str = Field(description="Path relative to the workdir, escaped like the name.")
     type: Literal["file", "directory", "symlink", "other"]
     size: int = Field(description="Size in bytes (of the link itself for a symlink).")
+    escaped: bool = Field(False, description="True when the name on disk differs from `name` (it was escaped).")
 
 
 class FileListing(BaseModel):
@@ -174,7 +204,7 @@ class FileListing(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     session_id: str
-    path: str = Field(description="The listed directory, relative to the workdir ('' for the workdir).")
+    path: str = Field(description="The listed directory, relative to the workdir ('' for the workdir), escaped.")
     entries: tuple[FileEntry, ...]
     truncated: bool = Field(description=f"More than {MAX_LIST_ENTRIES} entries: only the first are listed.")
 
@@ -224,6 +254,7 @@ class Limits(BaseModel):
     max_timeout_s: float = Field(description="Largest timeout_s accepted; a larger one is refused.")
     max_concurrent_calls: int
     max_concurrent_calls_per_session: int
+    max_concurrent_calls_per_client: int = Field(description="Slots one client may hold; waiting clients take turns.")
     max_stdout_bytes: int
     max_stderr_bytes: int
     max_command_bytes: int = MAX_COMMAND_BYTES
@@ -262,21 +293,24 @@ class SandboxService:
         settings: Settings,
         *,
         sandbox: Sandbox | None = None,
-        implicit_session: Literal["default", "new"] = "default",
+        implicit_session: ImplicitSession = "default",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`implicit_session`: what a call without session_id uses, one default session ("default", for
-        stdio where one process serves one client) or a fresh one each time ("new", for HTTP)."""
+        """`implicit_session`: "default" where one client is served (stdio, a library), "protocol_session"
+        where many share the server (HTTP, SSE); it sets the published rules and the per-client slot cap."""
         self.settings = settings
         self.sandbox = sandbox if sandbox is not None else for_mode(settings.mode)
         self.implicit_session = implicit_session
+        limits = settings.exec
+        self.admission = FairAdmission(
+            limits.max_concurrent_calls, limits.client_slots(shared=implicit_session != "default")
+        )
         self.sessions = SessionManager(
             settings.sessions,
             max_calls_per_session=settings.exec.max_concurrent_calls_per_session,
             owner=command_owner(settings.policy.sandbox_uid, settings.policy.sandbox_gid),
             clock=clock,
         )
-        self._limiter: anyio.CapacityLimiter | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
         self._audit = _AuditLog(settings.audit_log) if settings.audit_log is not None else None
         self._python: PythonChoice | None = None
@@ -285,7 +319,6 @@ class SandboxService:
 
     async def __aenter__(self) -> Self:
         self.sessions.open()
-        self._limiter = anyio.CapacityLimiter(self.settings.exec.max_concurrent_calls)
         if self._audit is not None:
             self._audit.open()
         self._task_group = anyio.create_task_group()
@@ -325,7 +358,9 @@ class SandboxService:
         implicit = (
             "a call without session_id uses this connection's default session"
             if self.implicit_session == "default"
-            else "a call without session_id gets a new session (its session_id is in the result)"
+            else "a call without session_id uses the default session of your protocol session (Mcp-Session-Id, "
+            "or the SSE connection, after an initialize handshake), which ends with it; without one (a "
+            "2026-07-28 client) each such call gets a new single-call session (its session_id is in the result)"
         )
         return SessionRules(
             idle_ttl_s=ttl,
@@ -333,15 +368,18 @@ class SandboxService:
             implicit_session=self.implicit_session,
             retention=(
                 f"Files in a session's workdir persist between calls that pass its session_id; {implicit}. "
-                f"A session and all its files are deleted after {ttl:g} s without a call, when more than "
-                f"{limit} sessions exist (least recently used idle one first), on close_session, and when "
-                "the server stops. Copy out anything you need to keep."
+                f"A session and all its files are deleted after {ttl:g} s without a call, on close_session, and "
+                f"when the server stops. At most {limit} sessions exist (pre-warmed sandboxes do not count); to "
+                "make room, an idle single-call session nobody used again is deleted (oldest first), else your "
+                "own least recently used idle session (never your default one). No session is deleted for "
+                "another client's sake: when nothing can go, creating a session waits briefly, then fails. Copy "
+                "out anything you need to keep."
             ),
         )
 
-    async def create_session(self) -> SessionInfo:
-        """Open a fresh session with an empty workdir."""
-        session = await self.sessions.create()
+    async def create_session(self, *, client: ClientId = LOCAL) -> SessionInfo:
+        """Open a fresh session with an empty workdir, owned by `client`."""
+        session = await self.sessions.create(owner=client.key)
         return self._info(session)
 
     async def close_session(self, session_id: str) -> SessionClosed:
@@ -352,12 +390,35 @@ class SandboxService:
     def _info(self, session: Session) -> SessionInfo:
         return SessionInfo(session_id=session.id, workdir=str(session.workdir), rules=self.session_rules())
 
-    async def _session(self, session_id: str | None) -> Session:
+    async def client_left(self, client: ClientId) -> None:
+        """`client`'s protocol session ended: so does its default session, files and all."""
+        await self.sessions.end_default(client.key, "its client's protocol session ended")
+
+    async def _lookup(self, session_id: str | None, client: ClientId) -> Session:
+        """The session a call names, else its client's default session (a file call needs one that exists)."""
         if session_id is not None:
             return await self.sessions.get(session_id)
-        if self.implicit_session == "default":
-            return await self.sessions.default()
-        return await self.sessions.create()
+        if client.protocol_session:
+            return await self.sessions.default(client.key)
+        raise RequestError(
+            "pass session_id: without a protocol session, every call without one runs in a new single-call "
+            "session, so there is no implicit session to look into"
+        )
+
+    @asynccontextmanager
+    async def _admitted(self, session_id: str | None, client: ClientId) -> AsyncIterator[Session]:
+        """Hold a slot of the session, then a fair slot of the server, while the call runs in its session.
+
+        A single-call session is made only after the server slot is granted: a queued burst of calls
+        without session_id holds no session, and a cancelled queued call leaves nothing behind.
+        """
+        if session_id is None and not client.protocol_session:
+            async with self.admission.slot(client.key, object()), self.sessions.single_call(client.key) as session:
+                yield session
+            return
+        session = await self._lookup(session_id, client)
+        async with self.sessions.call(session), self.admission.slot(client.key, session.id):
+            yield session
 
     # -- running code ----------------------------------------------------------------------------------
 
@@ -370,23 +431,24 @@ class SandboxService:
         timeout_s: float | None = None,
         stdin: str | None = None,
         on_output: OnOutput | None = None,
+        client: ClientId = LOCAL,
     ) -> RunResult:
         """Run `command` with `/bin/sh -c` in the session workdir (or `cwd`, relative to it)."""
         _check_text("command", command, MAX_COMMAND_BYTES, allow_empty=False)
         stdin_bytes = _stdin_bytes(stdin)
         timeout = self._timeout(timeout_s)
-        session = await self._session(session_id)
-        cwd_path = _workdir_subdir(session.workdir, cwd)
-        return await self._run(
-            "run_command",
-            session,
-            [_SHELL, "-c", command],
-            audit_text=command,
-            cwd=cwd_path,
-            stdin=stdin_bytes,
-            timeout_s=timeout,
-            on_output=on_output,
-        )
+        async with self._admitted(session_id, client) as session:
+            cwd_path = _workdir_subdir(session.workdir, cwd)
+            return await self._run(
+                "run_command",
+                session,
+                [_SHELL, "-c", command],
+                audit_text=command,
+                cwd=cwd_path,
+                stdin=stdin_bytes,
+                timeout_s=timeout,
+                on_output=on_output,
+            )
 
     async def run_python(
         self,
@@ -396,6 +458,7 @@ class SandboxService:
         timeout_s: float | None = None,
         stdin: str | None = None,
         on_output: OnOutput | None = None,
+        client: ClientId = LOCAL,
     ) -> RunResult:
         """Run Python `code` in the session workdir with the interpreter `python_choice()` names.
 
@@ -407,22 +470,22 @@ class SandboxService:
         _check_text("code", code, MAX_CODE_BYTES, allow_empty=True)
         stdin_bytes = _stdin_bytes(stdin)
         timeout = self._timeout(timeout_s)
-        session = await self._session(session_id)
         python = self.python_choice().path
-        script = _write_script(session, code)
-        try:
-            return await self._run(
-                "run_python",
-                session,
-                [python, script],
-                audit_text=code,
-                cwd=None,
-                stdin=stdin_bytes,
-                timeout_s=timeout,
-                on_output=on_output,
-            )
-        finally:
-            _remove_script(session.workdir, script)
+        async with self._admitted(session_id, client) as session:
+            script = _write_script(session, code)
+            try:
+                return await self._run(
+                    "run_python",
+                    session,
+                    [python, script],
+                    audit_text=code,
+                    cwd=None,
+                    stdin=stdin_bytes,
+                    timeout_s=timeout,
+                    on_output=on_output,
+                )
+            finally:
+                _remove_script(session.workdir, script)
 
     async def _run(
         self,
@@ -436,25 +499,24 @@ class SandboxService:
         timeout_s: float,
         on_output: OnOutput | None,
     ) -> RunResult:
+        """Run `argv` in `session`, whose slots the caller holds (`_admitted`); audit the outcome."""
         from .runner import run_sandboxed  # the runner pulls in process machinery; load it on first use
 
-        assert self._limiter is not None, "use the service as an async context manager"
         policy = self.settings.policy.with_workdir(session.workdir)
         try:
             if self.settings.mode is SandboxMode.ON:
                 # HANZO_SANDBOX=on: refuse rather than run with nothing enforced (the probe is cached).
                 await anyio.to_thread.run_sync(ensure_required, self.settings.mode, self.sandbox, policy)
-            async with self.sessions.call(session), self._limiter:
-                raw = await run_sandboxed(
-                    self.sandbox,
-                    policy,
-                    argv,
-                    cwd=cwd,
-                    stdin=stdin,
-                    timeout_s=timeout_s,
-                    output=self.settings.output,
-                    on_output=on_output,
-                )
+            raw = await run_sandboxed(
+                self.sandbox,
+                policy,
+                argv,
+                cwd=cwd,
+                stdin=stdin,
+                timeout_s=timeout_s,
+                output=self.settings.output,
+                on_output=on_output,
+            )
         except Exception as exc:
             self._audit_call(tool, session, audit_text, None, error=str(exc))
             raise
@@ -488,13 +550,15 @@ class SandboxService:
 
     # -- files -----------------------------------------------------------------------------------------
 
-    async def list_files(self, session_id: str | None = None, path: str | None = None) -> FileListing:
+    async def list_files(
+        self, session_id: str | None = None, path: str | None = None, *, client: ClientId = LOCAL
+    ) -> FileListing:
         """List one directory of a session workdir (never following symbolic links)."""
-        session = await self._session(session_id)
+        session = await self._lookup(session_id, client)
         parts = relative_parts(path, session.workdir)
         listing = await anyio.to_thread.run_sync(_list_directory, session.workdir, parts)
         entries, truncated = listing
-        return FileListing(session_id=session.id, path="/".join(parts), entries=entries, truncated=truncated)
+        return FileListing(session_id=session.id, path=display_path(parts), entries=entries, truncated=truncated)
 
     async def read_file(self, session_id: str, path: str, *, max_bytes: int = MAX_READ_BYTES) -> FileContent:
         """Read a regular file of a session workdir, up to `max_bytes` (larger files are refused)."""
@@ -503,7 +567,7 @@ class SandboxService:
         if not parts:
             raise RequestError("pass the path of a file inside the workdir; list it with list_files")
         data = await anyio.to_thread.run_sync(_read_regular_file, session.workdir, parts, max_bytes)
-        return FileContent(session_id=session.id, path="/".join(parts), size=len(data), data=data)
+        return FileContent(session_id=session.id, path=display_path(parts), size=len(data), data=data)
 
     # -- reporting -------------------------------------------------------------------------------------
 
@@ -536,6 +600,7 @@ class SandboxService:
                 max_timeout_s=settings.exec.max_timeout_s,
                 max_concurrent_calls=settings.exec.max_concurrent_calls,
                 max_concurrent_calls_per_session=settings.exec.max_concurrent_calls_per_session,
+                max_concurrent_calls_per_client=self.admission.per_client,
                 max_stdout_bytes=settings.output.max_stdout_bytes,
                 max_stderr_bytes=settings.output.max_stderr_bytes,
             ),
@@ -631,7 +696,7 @@ def _workdir_subdir(workdir: Path, cwd: str | None) -> str | None:
         return None
     fd = open_beneath(workdir, parts, os.O_RDONLY | os.O_DIRECTORY)
     os.close(fd)
-    return "/".join(parts)
+    return os.path.join(*parts)  # the str os.open turns back into the names' exact bytes
 
 
 def _write_script(session: Session, code: str) -> str:
@@ -679,7 +744,7 @@ def _remove_script(workdir: Path, name: str) -> None:
 
 def _list_directory(workdir: Path, parts: tuple[str, ...]) -> tuple[tuple[FileEntry, ...], bool]:
     fd = open_beneath(workdir, parts, os.O_RDONLY | os.O_DIRECTORY)
-    prefix = "/".join(parts)
+    prefix = display_path(parts)
     entries: list[FileEntry] = []
     truncated = False
     try:
@@ -701,8 +766,11 @@ def _list_directory(workdir: Path, parts: tuple[str, ...]) -> tuple[tuple[FileEn
                     kind = "file"
                 else:
                     kind = "other"
-                path = f"{prefix}/{entry.name}" if prefix else entry.name
-                entries.append(FileEntry(name=entry.name, path=path, type=kind, size=st.st_size))
+                raw = os.fsencode(entry.name)
+                name = escape_name(raw)
+                path = f"{prefix}/{name}" if prefix else name
+                escaped = name.encode("utf-8") != raw
+                entries.append(FileEntry(name=name, path=path, type=kind, size=st.st_size, escaped=escaped))
     finally:
         os.close(fd)
     entries.sort(key=lambda e: e.name)
@@ -710,17 +778,17 @@ def _list_directory(workdir: Path, parts: tuple[str, ...]) -> tuple[tuple[FileEn
 
 
 def _read_regular_file(workdir: Path, parts: tuple[str, ...], max_bytes: int) -> bytes:
-    shown = "/".join(parts)
+    shown = quoted(display_path(parts))
     fd = open_beneath(workdir, parts, os.O_RDONLY)
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
-            raise RequestError(f"{shown!r} is a directory; list it with list_files")
+            raise RequestError(f"{shown} is a directory; list it with list_files")
         if not stat.S_ISREG(st.st_mode):
-            raise RequestError(f"{shown!r} is not a regular file (a FIFO, socket or device); it cannot be read")
+            raise RequestError(f"{shown} is not a regular file (a FIFO, socket or device); it cannot be read")
         if st.st_size > max_bytes:
             raise RequestError(
-                f"{shown!r} is {st.st_size} bytes, over the {max_bytes}-byte read limit; read a part with "
+                f"{shown} is {st.st_size} bytes, over the {max_bytes}-byte read limit; read a part with "
                 "run_command (head -c, tail -c, sed -n) or compress it first"
             )
         chunks: list[bytes] = []
@@ -732,7 +800,7 @@ def _read_regular_file(workdir: Path, parts: tuple[str, ...], max_bytes: int) ->
             chunks.append(chunk)
             total += len(chunk)
         if total > max_bytes:
-            raise RequestError(f"{shown!r} grew past the {max_bytes}-byte read limit while being read")
+            raise RequestError(f"{shown} grew past the {max_bytes}-byte read limit while being read")
         return b"".join(chunks)
     finally:
         os.close(fd)

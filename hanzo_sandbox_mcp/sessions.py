@@ -8,8 +8,14 @@ component. Workdir names are drawn separately, so a path that shows up in output
 Lifetime rules (the tool descriptions repeat them to the model):
 
 - a session expires after `idle_ttl_s` seconds without a call; one with a call running never expires;
-- when `max_sessions` exist, creating another evicts the least recently used idle session, or fails
-  with `SessionLimitReached` when every session is busy;
+- there are three kinds (`SessionKind`): explicit (`create_session`), a client's default (calls without
+  `session_id` from a client with a protocol session; it ends with that protocol session) and single-call
+  (calls without `session_id` from any other client);
+- each session has an owner, the client that made it. When `max_sessions` exist, creating another
+  reclaims the oldest idle single-call session that nobody used again, else the creating client's own
+  least recently used idle session (not its default one). No other session is ever ended for another
+  client's sake: when none can go, creation waits up to `create_wait_s` for room, then fails with
+  `SessionLimitReached`;
 - `close()` ends a session at once: its running calls are cancelled (the runner kills their process
   trees), then its workdir is deleted;
 - `aclose()` (server shutdown, SIGTERM, stdin EOF) deletes every workdir and the sessions root.
@@ -42,18 +48,23 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 import anyio
 import anyio.to_thread
 
+from .clients import LOCAL
 from .config import SessionSettings
 from .errors import RequestError, SessionLimitReached, SessionNotFound
+from .filenames import display_path, quoted, unescape_name
 from .linux.paths import reachable_by
 from .workdir import create_workdir
 
 __all__ = [
+    "CREATE_WAIT_S",
     "SESSION_ID_PATTERN",
     "Session",
+    "SessionKind",
     "SessionManager",
     "new_session_id",
     "open_beneath",
@@ -68,6 +79,10 @@ _log = logging.getLogger("hanzo_sandbox_mcp.sessions")
 SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{32}")
 _FORGOTTEN_MAX = 4096
 _ROOT_MODE = 0o711
+#: How long creating a session waits for room at `max_sessions` before it fails.
+CREATE_WAIT_S = 5.0
+
+SessionKind = Literal["explicit", "default", "single_call"]
 
 
 def new_session_id() -> str:
@@ -91,10 +106,16 @@ class Session:
 
     id: str
     workdir: Path
+    kind: SessionKind
+    created: float
     last_used: float
     """Monotonic time of the last call's end (or of creation)."""
     limiter: anyio.CapacityLimiter
     """Bounds the calls running at once in this session."""
+    owner: str = LOCAL.key
+    """The key of the client that made it (`clients.ClientId.key`)."""
+    reused: bool = False
+    """Looked up by its handle after creation: a single-call session that is then never reclaimed."""
     active: int = 0
     closed: bool = False
     _calls: int = 0
@@ -109,6 +130,11 @@ class Session:
     @property
     def busy(self) -> bool:
         return self.active > 0
+
+    @property
+    def reclaimable(self) -> bool:
+        """May be ended to make room: an idle single-call session nobody used again."""
+        return self.kind == "single_call" and not self.reused and not self.busy
 
 
 class SessionManager:
@@ -125,16 +151,21 @@ class SessionManager:
         max_calls_per_session: int,
         owner: tuple[int, int],
         clock: Callable[[], float] = time.monotonic,
+        create_wait_s: float = CREATE_WAIT_S,
     ) -> None:
         self.settings = settings
         self._max_calls = max_calls_per_session
         self._owner = owner
         self._clock = clock
+        self._create_wait_s = create_wait_s
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         """Least recently used first."""
         self._forgotten: OrderedDict[str, str] = OrderedDict()
         """Recently ended handles -> why (for a precise error message); bounded."""
-        self._default_id: str | None = None
+        self._defaults: dict[str, str] = {}
+        """Client key -> handle of its default session."""
+        self._room: anyio.Event | None = None
+        """Set (and dropped) when a session ends or goes idle: creators waiting for room look again."""
         self._root: Path | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -192,29 +223,66 @@ class SessionManager:
     def __contains__(self, session_id: object) -> bool:
         return session_id in self._sessions
 
-    async def create(self) -> Session:
-        """Open a fresh session, evicting the least recently used idle one when at `max_sessions`."""
-        await self.expire_idle()
-        while len(self._sessions) >= self.settings.max_sessions:
-            victim = next((s for s in self._sessions.values() if not s.busy), None)
-            if victim is None:
-                raise SessionLimitReached(
-                    f"all {self.settings.max_sessions} sessions have calls running; wait for one to finish, "
-                    "cancel one, or close a session with close_session"
-                )
-            limit = self.settings.max_sessions
-            await self._end(victim, f"evicted: the server keeps at most {limit} sessions")
+    async def create(self, kind: SessionKind = "explicit", *, owner: str = LOCAL.key) -> Session:
+        """Open a fresh session for client `owner`, making room first (see the module docstring);
+        SessionLimitReached when there is none."""
+        await self._make_room(owner)
         session_id = new_session_id()
         workdir = self._make_workdir()
+        now = self._clock()
         session = Session(
             id=session_id,
             workdir=workdir,
-            last_used=self._clock(),
+            kind=kind,
+            created=now,
+            last_used=now,
             limiter=anyio.CapacityLimiter(self._max_calls),
+            owner=owner,
         )
         self._sessions[session_id] = session
-        _log.info("session %s created", _short(session_id))
+        _log.info("session %s created (%s)", _short(session_id), kind)
         return session
+
+    @asynccontextmanager
+    async def single_call(self, owner: str = LOCAL.key) -> AsyncIterator[Session]:
+        """A new single-call session with one call running in it (see `call()`)."""
+        session = await self.create("single_call", owner=owner)
+        # No await between creation and the call's start: nobody can reclaim the new, idle session.
+        async with self.call(session):
+            yield session
+
+    async def _make_room(self, owner: str) -> None:
+        limit = self.settings.max_sessions
+        with anyio.move_on_after(self._create_wait_s):
+            while True:
+                await self.expire_idle()
+                if len(self._sessions) < limit:
+                    return
+                victim, reason = self._victim(owner)
+                if victim is not None:
+                    await self._end(victim, f"{reason}, and the server keeps {limit} sessions at most")
+                    continue
+                if self._room is None:
+                    self._room = anyio.Event()
+                await self._room.wait()
+        raise SessionLimitReached(
+            f"all {limit} sessions are in use (other clients' sessions, your default session, or sessions with a "
+            f"call running), and none could be freed within {self._create_wait_s:g} s; close a session you no "
+            "longer need with close_session, pass the session_id of one you have, or retry later"
+        )
+
+    def _victim(self, owner: str) -> tuple[Session | None, str]:
+        """The session to end for `owner`'s new one: someone's throwaway, else `owner`'s own (LRU first)."""
+        throwaway = [s for s in self._sessions.values() if s.reclaimable]
+        if throwaway:
+            return min(throwaway, key=lambda s: s.created), "reclaimed: a single-call session nobody reused"
+        own = (s for s in self._sessions.values() if s.owner == owner and s.kind != "default" and not s.busy)
+        return next(own, None), "evicted: its own client needed room for a new session"
+
+    def _room_changed(self) -> None:
+        if self._room is not None:
+            self._room.set()
+            self._room = None
 
     async def get(self, session_id: object) -> Session:
         """The live session for a handle; SessionNotFound (saying why) for a bad, ended or expired one."""
@@ -233,19 +301,40 @@ class SessionManager:
                 "omit session_id or call create_session to start a new one"
             )
         self._sessions.move_to_end(sid)
+        session.reused = True
         return session
 
-    async def default(self) -> Session:
-        """The connection's default session (stdio: one client), created on first use or after expiry."""
-        if self._default_id is not None:
-            await self.expire_idle()
-            session = self._sessions.get(self._default_id)
-            if session is not None:
-                self._sessions.move_to_end(session.id)
-                return session
-        session = await self.create()
-        self._default_id = session.id
+    async def default(self, client: str = LOCAL.key) -> Session:
+        """`client`'s default session (stdio: the one client), created on first use or after it ended."""
+        session = await self._live_default(client)
+        if session is not None:
+            return session
+        session = await self.create("default", owner=client)
+        earlier_id = self._defaults.get(client)  # read without an await since creation: no race
+        earlier = self._sessions.get(earlier_id) if earlier_id is not None else None
+        if earlier is not None:
+            # Another call of this client made its default session while this one waited for room.
+            await self._end(session, "a duplicate default session")
+            return earlier
+        self._defaults[client] = session.id
         return session
+
+    async def _live_default(self, client: str) -> Session | None:
+        session_id = self._defaults.get(client)
+        if session_id is None:
+            return None
+        await self.expire_idle()
+        session = self._sessions.get(session_id)
+        if session is not None:
+            self._sessions.move_to_end(session_id)
+        return session
+
+    async def end_default(self, client: str, reason: str) -> None:
+        """End `client`'s default session, if it has one (its protocol session ended)."""
+        session_id = self._defaults.get(client)
+        session = self._sessions.get(session_id) if session_id is not None else None
+        if session is not None:
+            await self._end(session, reason)
 
     # -- ending sessions -------------------------------------------------------------------------------
 
@@ -276,8 +365,9 @@ class SessionManager:
             return
         session.closed = True
         self._remember(session.id, reason)
-        if self._default_id == session.id:
-            self._default_id = None
+        if session.kind == "default" and self._defaults.get(session.owner) == session.id:
+            del self._defaults[session.owner]
+        self._room_changed()
         with anyio.CancelScope(shield=True):
             if session.busy:
                 # Cancelling a call makes the runner kill its whole process tree before returning, so
@@ -304,31 +394,42 @@ class SessionManager:
         if session.closed:
             raise SessionNotFound(f"session {session.id} has ended; omit session_id or call create_session")
         session.active += 1
+        admitted = False
         try:
             with anyio.CancelScope() as scope:
                 session._scopes.add(scope)
                 try:
                     async with session.limiter:
                         if session.closed:
-                            raise SessionNotFound(
-                                f"session {session.id} was closed while this call waited; "
-                                "omit session_id or call create_session"
-                            )
+                            raise _closed_during(session, admitted=False)
+                        admitted = True
                         yield scope
                 finally:
                     session._scopes.discard(scope)
             if scope.cancelled_caught:
-                raise SessionNotFound(f"session {session.id} was closed while this call ran; its processes were killed")
+                raise _closed_during(session, admitted=admitted)
         finally:
             session.active -= 1
             session.last_used = self._clock()
             if session.active == 0 and session._idle is not None:
                 session._idle.set()
+            if not session.busy:
+                self._room_changed()
 
     # -- workdirs --------------------------------------------------------------------------------------
 
     def _make_workdir(self) -> Path:
         return create_workdir(self.root, "w-", self._owner)
+
+
+def _closed_during(session: Session, *, admitted: bool) -> SessionNotFound:
+    """The truth about a call whose session was closed under it: it never ran, or what it started died."""
+    what = (
+        "while this call ran or waited for a server slot; whatever it had started was killed"
+        if admitted
+        else "while this call waited for a slot in it; the call never ran"
+    )
+    return SessionNotFound(f"session {session.id} was closed {what}. Omit session_id or call create_session")
 
 
 def _default_parent() -> Path:
@@ -351,8 +452,10 @@ def _short(session_id: str) -> str:
 def relative_parts(path: str | None, workdir: Path) -> tuple[str, ...]:
     """Split a user-supplied path into components inside `workdir`; RequestError when it would leave it.
 
-    Accepts a path relative to the workdir or an absolute one under it. `.` and empty components are
-    dropped; `..` is refused outright (never resolved), as is a NUL byte.
+    Accepts a path relative to the workdir or an absolute one under it, each component in the escaped
+    form that listings show (see `filenames`): `%FF` names the byte 0xFF. `.` and empty components are
+    dropped; `..` is refused outright (never resolved), as is a NUL byte or a '/' inside a component, even
+    when written as `%2E%2E`, `%00` or `%2F`. Each component is returned as `os.fsdecode(raw bytes)`.
     """
     if path is None:
         return ()
@@ -363,19 +466,32 @@ def relative_parts(path: str | None, workdir: Path) -> tuple[str, ...]:
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:
-        raise RequestError("path is not valid Unicode (it holds a lone surrogate); send UTF-8 text") from None
+        raise RequestError(
+            "path is not valid Unicode (it holds a lone surrogate); send UTF-8 text, and write a byte that "
+            "is not UTF-8 as %XX, as list_files shows it"
+        ) from None
     pure = PurePosixPath(path)
     if pure.is_absolute():
         try:
             pure = pure.relative_to(PurePosixPath(workdir))
         except ValueError:
             raise RequestError(
-                f"{path!r} is outside the session workdir {workdir}; pass a path relative to the workdir"
+                f"{quoted(path)} is outside the session workdir {workdir}; pass a path relative to the workdir"
             ) from None
-    parts = tuple(part for part in pure.parts if part not in ("", "."))
-    if ".." in parts:
-        raise RequestError(f"{path!r} contains '..'; pass a path inside the session workdir without '..'")
-    return parts
+    parts: list[str] = []
+    for part in pure.parts:
+        raw = unescape_name(part)
+        if raw in (b"", b"."):
+            continue
+        if raw == b"..":
+            raise RequestError(f"{quoted(path)} contains '..'; pass a path inside the session workdir without '..'")
+        if b"/" in raw or b"\x00" in raw:
+            raise RequestError(
+                f"{quoted(path)} has a component that unescapes to a '/' or NUL byte (%2F, %00), which no file "
+                "name holds; pass the name exactly as list_files shows it"
+            )
+        parts.append(os.fsdecode(raw))
+    return tuple(parts)
 
 
 def open_beneath(workdir: Path, parts: tuple[str, ...], flags: int = os.O_RDONLY) -> int:
@@ -387,7 +503,6 @@ def open_beneath(workdir: Path, parts: tuple[str, ...], flags: int = os.O_RDONLY
     Raises RequestError with a message for the model.
     """
     dir_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    shown = "/".join(parts) or "."
     try:
         fd = os.open(workdir, dir_flags)
     except OSError as exc:
@@ -401,23 +516,27 @@ def open_beneath(workdir: Path, parts: tuple[str, ...], flags: int = os.O_RDONLY
             fd = next_fd
     except OSError as exc:
         os.close(fd)
-        raise _path_error(shown, exc) from None
+        raise _path_error(display_path(parts) or ".", exc) from None
     return fd
 
 
-def _path_error(shown: str, exc: OSError) -> RequestError:
+def _path_error(path: str, exc: OSError) -> RequestError:
+    """Why `path` (escaped, as listings show it) cannot be opened, for the model."""
+    shown = quoted(path)
     if exc.errno == errno.ENOENT:
-        return RequestError(f"{shown!r} does not exist in the session workdir; list it with list_files")
+        return RequestError(f"{shown} does not exist in the session workdir; list it with list_files")
     if exc.errno in (errno.ELOOP, errno.EMLINK):
         return RequestError(
-            f"{shown!r} goes through a symbolic link; the server never follows links in the workdir: "
+            f"{shown} goes through a symbolic link; the server never follows links in the workdir: "
             "pass the link's target path inside the workdir instead"
         )
     if exc.errno == errno.ENOTDIR:
-        return RequestError(f"a component of {shown!r} is not a directory (or is a symbolic link)")
+        return RequestError(f"a component of {shown} is not a directory (or is a symbolic link)")
     if exc.errno == errno.EISDIR:
-        return RequestError(f"{shown!r} is a directory; list it with list_files")
-    return RequestError(f"{shown!r} cannot be opened: {exc.strerror}")
+        return RequestError(f"{shown} is a directory; list it with list_files")
+    if exc.errno == errno.ENAMETOOLONG:
+        return RequestError(f"{shown} has a component longer than the 255-byte limit of a file name")
+    return RequestError(f"{shown} cannot be opened: {exc.strerror}")
 
 
 def remove_tree(path: Path) -> None:

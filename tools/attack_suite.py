@@ -341,6 +341,49 @@ def fds_only_stdio(result: dict[str, Any], ctx: Context) -> Verdict:
     return not extra, f"fds {' '.join(fds)}"
 
 
+FAMILIES = (
+    "import json, socket\nopened = []\nfor family in range(64):\n    for kind in (1, 2, 3, 5):\n"
+    "        try: socket.socket(family, kind).close(); opened.append(family); break\n"
+    "        except OSError: pass\nprint('OPENED', json.dumps(opened))"
+)
+ALLOWED_FAMILIES = {"none": {1}, "loopback": {1, 2, 10, 16}, "full": {1, 2, 10, 16}}
+
+
+def families_allowed(result: dict[str, Any], ctx: Context) -> Verdict:
+    """Blocked when no socket family outside the mode's allowlist could be created (16: NETLINK_ROUTE)."""
+    for line in str(result.get("stdout", "")).splitlines():
+        if line.startswith("OPENED "):
+            opened = set(json.loads(line.split(" ", 1)[1]))
+            network = str(result.get("protection", {}).get("network", ""))
+            extra = sorted(opened - ALLOWED_FAMILIES.get(network, set()))
+            return not extra, f"opened families {sorted(opened)}" + (
+                f", outside the allowlist: {extra}" if extra else ""
+            )
+    return False, f"probe printed nothing: {last_line(result)}"
+
+
+VSOCK = (
+    "import socket\ntry: socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM).close(); print('OPENED vsock')\n"
+    "except OSError as e: print('ERR', e.errno, e.strerror)"
+)
+SETUID_CAT = "cp /usr/bin/cat ./cat; chmod 4755 ./cat; stat -c %a ./cat"
+SETGID_DIR = "mkdir -p d; chmod g+s d; stat -c %a d"
+SETUID_CREATE = (
+    "import os\nos.close(os.open('made', os.O_CREAT | os.O_WRONLY, 0o4755)); print(oct(os.stat('made').st_mode))"
+)
+
+
+def no_special_bits(result: dict[str, Any], ctx: Context) -> Verdict:
+    """Blocked when nothing in the workdir, seen from the host, carries S_ISUID or S_ISGID."""
+    root = Path(str(result.get("_workdir")))
+    special = [
+        f"{path.name} {path.lstat().st_mode & 0o7777:o}"
+        for path in [root, *root.rglob("*")]
+        if path.lstat().st_mode & 0o6000
+    ]
+    return not special, f"setuid/setgid on the host: {special}" if special else last_line(result)
+
+
 def quota_bounded(result: dict[str, Any], ctx: Context) -> Verdict:
     used = int(str(result.get("_workdir_usage", 0)))
     ok = used <= 50 * MiB and (used <= 5 * MiB or bool(result.get("quota_exceeded")))
@@ -359,6 +402,13 @@ def attacks() -> list[Attack]:
             control=True,
         ),
         A("control: write in workdir", "control", lambda c: "echo ok > f && cat f", contains("ok"), control=True),
+        A(
+            "control: chmod 755 in workdir",
+            "control",
+            lambda c: "touch f && chmod 755 f && stat -c %a f",
+            contains("755"),
+            control=True,
+        ),
         A(
             "control: listener inside sandbox",
             "control",
@@ -526,7 +576,16 @@ def attacks() -> list[Attack]:
             ),
             contains("OPENED"),
         ),
+        A("AF_VSOCK socket (to the VM host)", "kernel", lambda c: py(VSOCK), contains("OPENED")),
+        A("full: AF_VSOCK socket", "kernel", lambda c: py(VSOCK), contains("OPENED"), network="full"),
+        *(
+            A(f"{mode}: every socket family 0..63", "network", lambda c: py(FAMILIES), families_allowed, network=mode)
+            for mode in ALLOWED_FAMILIES
+        ),
         # privileges
+        A("setuid copy of cat", "privilege", lambda c: SETUID_CAT, no_special_bits, workdir=True),
+        A("setgid directory", "privilege", lambda c: SETGID_DIR, no_special_bits, workdir=True),
+        A("O_CREAT with mode 4755", "privilege", lambda c: py(SETUID_CREATE), no_special_bits, workdir=True),
         A("NoNewPrivs not set", "privilege", lambda c: STATUS, status_field("NoNewPrivs", lambda v: v != "1")),
         A(
             "effective capabilities",
@@ -641,6 +700,7 @@ def run_attack(attack: Attack, command: str, ctx: Context, base: list[str]) -> t
         return None, (proc.stderr.strip().splitlines() or ["no output"])[-1][:90]
     if workdir is not None:
         data["_workdir_usage"] = du(workdir)
+        data["_workdir"] = str(workdir)
     return data, ""
 
 

@@ -18,6 +18,9 @@ Semantics of `restrict_self`:
   gets only the rights that apply to files: read-write files (put /dev/null, /dev/zero, /dev/tty in
   `read_write`) are readable, writable, truncatable and accept device ioctls; read-exec files are readable
   and executable. No separate list is needed.
+- `list_only` directories get READ_DIR alone: their entries (and those of every directory beneath) can be
+  listed, but no file in them read, written or executed unless another rule grants it. The launcher gives
+  it the private root's `/`, whose contents are the allowlist anyway, never the host's.
 - A path that does not exist gets no rule and is reported in `LandlockResult.skipped`.
 """
 
@@ -270,6 +273,7 @@ def restrict_self(
     *,
     deny_tcp: bool,
     scope: bool,
+    list_only: Sequence[str] = (),
     max_abi: int | None = None,
 ) -> LandlockResult:
     """Confine the calling thread (and every process it later execs or forks) to the allowlist.
@@ -286,7 +290,7 @@ def restrict_self(
 
     Raises LandlockError (an OSError carrying errno) naming the step and path; no fd stays open either way.
     """
-    for path in (*read_exec, *read_write):
+    for path in (*read_exec, *read_write, *list_only):
         _check_path(path)
     if not _no_new_privs():
         raise LandlockError(
@@ -328,7 +332,11 @@ def restrict_self(
     try:
         # REFER is granted only in read-write paths: with REFER handled (ABI 2+), a hard link or rename
         # across the allowlist boundary is denied, so a file cannot be moved out or pulled in.
-        for paths, rights in ((read_exec, handled_fs & _READ_EXEC), (read_write, handled_fs)):
+        for paths, rights in (
+            (read_exec, handled_fs & _READ_EXEC),
+            (read_write, handled_fs),
+            (list_only, ACCESS_FS_READ_DIR),
+        ):
             for path in paths:
                 (ruled if _add_path_rule(ruleset_fd, path, rights) else skipped).append(path)
         result = _syscall(2, ruleset_fd, 0)

@@ -6,6 +6,8 @@ is one, owns the others), then forks the init of the new pid namespace.
 
 from __future__ import annotations
 
+import os
+
 from .libc import check, libc, prctl
 
 TYPE_CHECKING = False  # typing/collections.abc cost the launcher milliseconds at run time
@@ -57,8 +59,12 @@ def unshare(flags: int) -> None:
 
 
 def _write(path: str, text: str) -> None:
-    with open(path, "w") as handle:
-        handle.write(text)
+    # Bytes through os.open: the command writes its maps after the pivot, where no codec may be imported.
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, text.encode("ascii"))
+    finally:
+        os.close(fd)
 
 
 def write_id_maps(uid_inside: int, uid_outside: int, gid_inside: int, gid_outside: int) -> None:
@@ -71,8 +77,11 @@ def write_id_maps(uid_inside: int, uid_outside: int, gid_inside: int, gid_outsid
 
 def _last_cap() -> int:
     try:
-        with open("/proc/sys/kernel/cap_last_cap") as handle:
-            return int(handle.read())
+        fd = os.open("/proc/sys/kernel/cap_last_cap", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return int(os.read(fd, 32))
+        finally:
+            os.close(fd)
     except (OSError, ValueError):
         return 40
 

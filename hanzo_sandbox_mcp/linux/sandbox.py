@@ -10,14 +10,13 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..env_scrub import scrub_env
 from ..errors import SandboxUnavailable
-from ..launch import LaunchReport, launcher_argv
+from ..launch import LaunchReport, seal, start_launcher
 from ..launch_plan import NAMESPACE_NAMES, LandlockSpec, LaunchPlan, RootSpec
 from ..policy import NetworkMode, SandboxPolicy
 from ..protection import EffectiveProtection, Layer, LayerStatus
@@ -151,21 +150,16 @@ class LinuxSandbox:
         namespaces = [n for n in launch.namespaces if n != "user"]
         if launch.user_ns or "user" in launch.namespaces:
             namespaces.insert(0, "user")
-        network = policy.network
-        net_ns = "net" in namespaces
-        if network is NetworkMode.NONE:
-            network_isolated = net_ns or launch.seccomp
-        elif network is NetworkMode.LOOPBACK:
-            network_isolated = net_ns
-        else:
-            network_isolated = False
+        # Both halves or nothing: the namespace keeps the command off the host's network, and only the
+        # seccomp family filter stops AF_VSOCK (a VM's host) and the families no namespace isolates.
+        network_isolated = policy.network is not NetworkMode.FULL and "net" in namespaces and launch.seccomp
         missing = list(self._missing(launch, policy, namespaces))
         return EffectiveProtection(
             fs_isolated=launch.landlock_abi is not None or launch.rootfs,
             network_isolated=network_isolated,
             rlimits_applied=launch.rlimits,
             sandbox=self.name,
-            network=network,
+            network=policy.network,
             env_scrubbed=True,
             namespaces=tuple(namespaces),
             landlock_abi=launch.landlock_abi,
@@ -176,6 +170,8 @@ class LinuxSandbox:
             private_tmp=launch.private_tmp,
             uid=launch.uid,
             gid=launch.gid,
+            groups=launch.groups,
+            capabilities_empty=launch.capabilities_empty,
             missing=tuple(missing),
         )
 
@@ -189,8 +185,22 @@ class LinuxSandbox:
         if "mount" in namespaces and not launch.rootfs:
             why = diagnose.private_root(launch.errors.get("rootfs"))
             out.append(f"private root, fresh /proc and private /tmp: {why}")
+        if launch.uid is None or launch.uid == 0 or "uid_drop" in launch.errors:
+            why = launch.errors.get("uid_drop") or f"the command runs as host uid {launch.uid}"
+            out.append(f"uid drop: {why}")
         if policy.network is NetworkMode.LOOPBACK and "net" in namespaces and not launch.loopback:
             out.append(f"loopback interface: {launch.errors.get('loopback', 'not brought up')}")
+        if policy.network is not NetworkMode.FULL:
+            halves = (
+                ("a network namespace", "net" in namespaces),
+                ("the seccomp socket-family filter", launch.seccomp),
+            )
+            absent = [half for half, ok in halves if not ok]
+            if absent:
+                out.append(
+                    f"network isolation ({policy.network.value}): {' and '.join(absent)} did not fire, so "
+                    "network_isolated is false (see the lines above for why)"
+                )
         for key, ok in (
             ("landlock", launch.landlock_abi is not None),
             ("seccomp", launch.seccomp),
@@ -260,34 +270,19 @@ class LinuxSandbox:
 
 
 def _probe(sandbox: LinuxSandbox) -> LaunchReport:
-    """Run the launcher once, synchronously, on /bin/true with every layer requested (not strict)."""
-    report = LaunchReport()
+    """Run the launcher once, synchronously, on /bin/true with every layer requested (not strict).
+
+    It may run in an anyio worker thread (`capabilities`, the service's start): the launcher's parent-death
+    signal fires when the thread that spawned it exits, and this thread blocks in `proc.wait()` until the
+    launcher is gone, so no worker thread ending can kill a launcher it started."""
     with tempfile.TemporaryDirectory(prefix="hanzo-probe-") as tmp:
         workdir = Path(tmp)
         policy = SandboxPolicy().with_workdir(workdir)
         uid, gid = command_ids(policy)
         if os.geteuid() == 0:
             os.chown(workdir, uid, gid)
-        plan = sandbox.harden(["true"], policy, env={"PATH": "/usr/bin:/bin"})
-        plan_r, plan_w = os.pipe()
-        status_r, status_w = os.pipe()
-        try:
-            proc = subprocess.Popen(
-                launcher_argv(plan_r, status_w),
-                pass_fds=(plan_r, status_w),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                env={},
-            )
-        finally:
-            os.close(plan_r)
-            os.close(status_w)
-        try:
-            with os.fdopen(plan_w, "wb") as plan_pipe:
-                plan_pipe.write(plan.to_wire())
-        except BrokenPipeError:
-            pass
+        plan, report = seal(sandbox.harden(["true"], policy, env={"PATH": "/usr/bin:/bin"}))
+        proc, status_r = start_launcher(plan.to_wire())
         with os.fdopen(status_r, "rb") as status_pipe:
             report.feed_all(status_pipe.read())
         proc.wait()

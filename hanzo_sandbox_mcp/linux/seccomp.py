@@ -8,10 +8,13 @@ Two halves in one module so the rules and their description cannot drift apart:
 - `install_filter` (launcher side) loads those bytes with a single `prctl(PR_SET_SECCOMP)` through ctypes.
 
 The filter allows by default and answers EPERM to what it denies (one errno, so a model reading
-"Operation not permitted" can tell policy from a missing feature). Two exceptions: clone3 answers ENOSYS
-so glibc falls back to clone(), and a syscall from a foreign ABI (x32, i386 `int 0x80`) kills the process,
-because those ABIs number their syscalls differently and a deny-list written for the native table does not
-cover them.
+"Operation not permitted" can tell policy from a missing feature). Exceptions: clone3 and openat2 answer
+ENOSYS so that glibc and Python fall back to clone() and openat(), whose arguments the filter can read, and a
+syscall from a foreign ABI (x32, i386 `int 0x80`) kills the process, because those ABIs number their
+syscalls differently and a deny-list written for the native table does not cover them.
+
+Socket families are the one allowlist: each network mode names the families it may create
+(`socket_families`), and every other family is EPERM.
 """
 
 from __future__ import annotations
@@ -22,6 +25,11 @@ import os
 
 from .namespaces import CLONE_FLAGS, CLONE_NEWCGROUP
 
+TYPE_CHECKING = False  # typing costs the launcher milliseconds at run time
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
 __all__ = [
     "DENIED_SYSCALLS",
     "NETWORK_MODES",
@@ -30,9 +38,8 @@ __all__ = [
     "describe_filter",
     "filter_available",
     "install_filter",
+    "socket_families",
 ]
-
-NETWORK_MODES = ("none", "loopback", "full")
 
 # Every syscall denied outright with EPERM, and the attack it stops.
 _DENIED: tuple[tuple[str, str], ...] = (
@@ -77,6 +84,18 @@ _DENIED: tuple[tuple[str, str], ...] = (
     ("acct", "process accounting to an arbitrary file"),
     ("quotactl", "disk quota administration"),
     ("quotactl_fd", "disk quota administration"),
+    ("kcmp", "comparing kernel objects of other processes (a kernel pointer-ordering oracle)"),
+    ("pidfd_getfd", "copying file descriptors out of another process"),
+    ("process_madvise", "advising on another process's memory"),
+    ("migrate_pages", "moving another process's memory between NUMA nodes"),
+    ("move_pages", "moving another process's memory between NUMA nodes"),
+    ("fanotify_init", "filesystem-wide access notification (watching other sessions' activity)"),
+    ("sethostname", "renaming the host when no UTS namespace holds"),
+    ("setdomainname", "renaming the host's NIS domain when no UTS namespace holds"),
+    ("lsm_set_self_attr", "changing the process's own security-module labels"),
+    ("uselib", "the a.out library loader (obsolete kernel code)"),
+    ("ustat", "obsolete filesystem statistics by device number"),
+    ("sysfs", "obsolete filesystem type enumeration"),
     ("iopl", "raw I/O port access (x86)"),
     ("ioperm", "raw I/O port access (x86)"),
     ("lookup_dcookie", "profiler cookie lookups (old kernel attack surface)"),
@@ -93,7 +112,7 @@ DENIED_SYSCALLS: tuple[str, ...] = tuple(name for name, _ in _DENIED)
 
 # Numbers of syscalls newer than the libseccomp in use (2.5.4 resolves these names to -1). They come from the
 # unified table (424 and up), where x86_64 and aarch64 share the same numbers.
-_UNIFIED_NUMBERS = {"open_tree_attr": 467}
+_UNIFIED_NUMBERS = {"fchmodat2": 452, "lsm_set_self_attr": 460, "open_tree_attr": 467}
 
 # Namespace flags in clone()'s flags (argument 0 on x86_64 and aarch64). CLONE_NEWTIME (0x80) is absent on
 # purpose: through clone() that bit is part of the exit signal (CSIGNAL) and the kernel never reads it as a
@@ -106,11 +125,34 @@ _TIOCLINUX = 0x541C  # virtual console selection/paste: the same injection on a 
 _AF_UNIX = 1
 _AF_INET = 2
 _AF_INET6 = 10
-_AF_PACKET = 17
+_AF_NETLINK = 16
+_NETLINK_ROUTE = 0  # addresses, links and routes of the command's own network namespace (getifaddrs, ip)
 _SOCK_RAW = 3
 _SOCK_PACKET = 10
 _SOCK_TYPE_MASK = 0xF  # the low bits of socket()'s type; SOCK_NONBLOCK and SOCK_CLOEXEC sit above them
 _LOW32 = 0xFFFFFFFF
+
+# The socket families each network mode may create; every other family is EPERM, AF_VSOCK above all (vsock
+# is not network-namespaced: in a VM guest it reaches the hypervisor host's services), and AF_PACKET (every
+# frame on an interface), AF_KEY, AF_XDP, AF_ALG and the rest of the kernel's protocol code with them. A new
+# mode (for example an egress allowlist) is one line here.
+_INET_FAMILIES = (_AF_UNIX, _AF_INET, _AF_INET6, _AF_NETLINK)
+_SOCKET_FAMILIES = {"none": (_AF_UNIX,), "loopback": _INET_FAMILIES, "full": _INET_FAMILIES}
+NETWORK_MODES = tuple(_SOCKET_FAMILIES)
+_FAMILY_NAMES = {_AF_UNIX: "AF_UNIX", _AF_INET: "AF_INET", _AF_INET6: "AF_INET6", _AF_NETLINK: "AF_NETLINK (route)"}
+
+# Mode bits that make a file run with its owner's uid or gid. The workdir's host path belongs to the command's
+# uid, and `nosuid` covers only the sandbox's own mount: a setuid copy of a shell there would be a door for
+# any host user into every session's files.
+_S_ISUID = 0o4000
+_S_ISGID = 0o2000
+# The argument that carries the mode of every syscall that sets one (the same index on x86_64 and aarch64;
+# aarch64 has no chmod, creat, mknod or open).
+_MODE_ARGUMENT = {"chmod": 1, "fchmod": 1, "fchmodat": 2, "fchmodat2": 2, "creat": 1, "mknod": 1, "mknodat": 2}
+# open and openat use their mode only when they create a file: (index of the flags, index of the mode).
+_CREATING_OPEN = {"open": (1, 2), "openat": (2, 3)}
+_O_CREAT = 0o100
+_O_TMPFILE = 0o20000000  # __O_TMPFILE alone: with or without O_DIRECTORY (which differs by arch) the mode is used
 
 _PR_GET_NO_NEW_PRIVS = 39
 _PR_SET_SECCOMP = 22
@@ -158,15 +200,21 @@ def _personality_deny_masks() -> tuple[tuple[int, int], ...]:
     return (*masks, (0b11100, 0b01100))
 
 
+def socket_families(network: str) -> tuple[int, ...]:
+    """The socket families `network` lets socket() and socketpair() create (AF_NETLINK: NETLINK_ROUTE only)."""
+    if network not in _SOCKET_FAMILIES:
+        raise ValueError(f"network must be one of {', '.join(NETWORK_MODES)}, got {network!r}")
+    return _SOCKET_FAMILIES[network]
+
+
 def build_filter(network: str) -> bytes:
     """Compile the deny-list for `network` ("none", "loopback" or "full") into a raw BPF program.
 
-    For "none", socket() and socketpair() are limited to AF_UNIX (EPERM for every other family); the
-    other modes leave networking to the namespace layer. Raises ValueError for an unknown mode,
-    SeccompError on an unsupported machine, ImportError/RuntimeError when pyseccomp or libseccomp is missing.
+    socket() and socketpair() may create only the families of `socket_families(network)`; what those sockets
+    can reach is left to the namespace layer. Raises ValueError for an unknown mode, SeccompError on an unsupported
+    machine, ImportError/RuntimeError when pyseccomp or libseccomp is missing.
     """
-    if network not in NETWORK_MODES:
-        raise ValueError(f"network must be one of {', '.join(NETWORK_MODES)}, got {network!r}")
+    families = socket_families(network)
     if _SECCOMP_SYSCALL is None:
         raise SeccompError(errno.EOPNOTSUPP, "build", ": rules are written for x86_64 and aarch64 only")
     import pyseccomp as sc
@@ -183,6 +231,9 @@ def build_filter(network: str) -> bytes:
     flt = sc.SyscallFilter(sc.ALLOW)
     # x32 (nr | 0x40000000) and i386 syscalls reach this "bad arch" action: killed, not merely denied.
     flt.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)
+    # A binary search over syscall numbers instead of a linear scan: every allowed syscall of the command
+    # passes through the filter, so its cost grows with the log of the rules, not with their number.
+    flt.set_attr(sc.Attr.CTL_OPTIMIZE, 2)
     eperm = sc.ERRNO(errno.EPERM)
 
     for name in DENIED_SYSCALLS:
@@ -190,8 +241,10 @@ def build_filter(network: str) -> bytes:
         if number is not None:
             flt.add_rule(eperm, number)
 
-    # clone3 passes its flags in memory BPF cannot read: ENOSYS makes glibc fall back to clone().
-    flt.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
+    # clone3 passes its flags, and openat2 its mode, in memory BPF cannot read: ENOSYS makes glibc and
+    # Python fall back to clone() and openat(), whose arguments the rules below check.
+    for name in ("clone3", "openat2"):
+        flt.add_rule(sc.ERRNO(errno.ENOSYS), name)
     # fallocate reserves gigabytes in microseconds, faster than any quota poll; "not supported" makes
     # glibc's posix_fallocate (and most callers) fall back to writing, which the quota can keep up with.
     flt.add_rule(sc.ERRNO(errno.EOPNOTSUPP), "fallocate")
@@ -207,24 +260,8 @@ def build_filter(network: str) -> bytes:
         # (CVE-2019-10063, flatpak).
         flt.add_rule(eperm, "ioctl", sc.Arg(1, sc.MASKED_EQ, _LOW32, command))
 
-    # Packet sockets see and forge every frame on an interface; AF_INET + SOCK_PACKET is the legacy
-    # spelling of the same thing, and raw IP sockets forge headers. (All need CAP_NET_RAW, which a root
-    # sandbox could still hold in its user namespace.)
-    flt.add_rule(eperm, "socket", sc.Arg(0, sc.MASKED_EQ, _LOW32, _AF_PACKET))
-    for family, sock_type in ((_AF_INET, _SOCK_RAW), (_AF_INET6, _SOCK_RAW), (_AF_INET, _SOCK_PACKET)):
-        flt.add_rule(
-            eperm,
-            "socket",
-            sc.Arg(0, sc.MASKED_EQ, _LOW32, family),
-            sc.Arg(1, sc.MASKED_EQ, _SOCK_TYPE_MASK, sock_type),
-        )
-
-    if network == "none":
-        for name in ("socket", "socketpair"):
-            # Only AF_UNIX (1) passes: family 0 by its low 32 bits, and anything >= 2 over all 64 bits
-            # (a value whose low half is 1 but with high bits set is denied too, which is merely strict).
-            flt.add_rule(eperm, name, sc.Arg(0, sc.MASKED_EQ, _LOW32, 0))
-            flt.add_rule(eperm, name, sc.Arg(0, sc.GE, _AF_UNIX + 1))
+    _add_socket_rules(flt, sc, eperm, families)
+    _add_mode_rules(flt, sc, eperm, number_of)
 
     fd = os.memfd_create("seccomp-bpf", os.MFD_CLOEXEC)
     with os.fdopen(fd, "rb") as program:
@@ -233,22 +270,74 @@ def build_filter(network: str) -> bytes:
         return program.read()
 
 
+def _add_socket_rules(flt: Any, sc: Any, eperm: Any, families: tuple[int, ...]) -> None:
+    """socket() and socketpair() create only `families`; raw and packet-type sockets of AF_INET/AF_INET6 never.
+
+    libseccomp compares each argument once per rule and ANDs a rule's comparisons, so "not one of these" is
+    one rule per excluded family below the highest allowed one, plus one for everything above it. The
+    per-family rules compare the low 32 bits (the kernel reads the family as an int, so high bits cannot
+    smuggle AF_VSOCK past them); the last one compares all 64 bits, so a value with high bits set is denied
+    whatever its low half (strict: no libc sets them). Measured on Linux 6.18: families >= AF_MAX (46) and
+    negative ones fail with EAFNOSUPPORT in the kernel anyway; the open-ended rule also covers the families a
+    later kernel adds.
+    """
+    top = max(families)
+    for name in ("socket", "socketpair"):
+        for family in range(top):
+            if family not in families:
+                flt.add_rule(eperm, name, sc.Arg(0, sc.MASKED_EQ, _LOW32, family))
+        flt.add_rule(eperm, name, sc.Arg(0, sc.GE, top + 1))
+    if _AF_NETLINK in families:
+        # Only NETLINK_ROUTE: the other protocols (audit, uevents, netfilter, crypto, ...) are kernel attack
+        # surface, and some are not namespaced. Any protocol but 0 over all 64 bits is denied.
+        flt.add_rule(eperm, "socket", sc.Arg(0, sc.MASKED_EQ, _LOW32, _AF_NETLINK), sc.Arg(2, sc.NE, _NETLINK_ROUTE))
+    # Raw IP sockets forge headers, and AF_INET + SOCK_PACKET is the legacy spelling of a packet socket (all
+    # need CAP_NET_RAW, which a root sandbox could still hold in its user namespace).
+    for family, sock_type in ((_AF_INET, _SOCK_RAW), (_AF_INET6, _SOCK_RAW), (_AF_INET, _SOCK_PACKET)):
+        if family in families:
+            flt.add_rule(
+                eperm,
+                "socket",
+                sc.Arg(0, sc.MASKED_EQ, _LOW32, family),
+                sc.Arg(1, sc.MASKED_EQ, _SOCK_TYPE_MASK, sock_type),
+            )
+
+
+def _add_mode_rules(flt: Any, sc: Any, eperm: Any, number_of: Callable[[str], int | None]) -> None:
+    """No syscall that sets a file's mode may set S_ISUID or S_ISGID (one bit per rule: a masked compare of a
+    single bit, so no high bits can hide it). This also means no setgid directory."""
+    for name, index in _MODE_ARGUMENT.items():
+        number = number_of(name)
+        if number is not None:
+            for bit in (_S_ISUID, _S_ISGID):
+                flt.add_rule(eperm, number, sc.Arg(index, sc.MASKED_EQ, bit, bit))
+    for name, (flags, mode) in _CREATING_OPEN.items():
+        number = number_of(name)
+        if number is not None:
+            for create in (_O_CREAT, _O_TMPFILE):
+                for bit in (_S_ISUID, _S_ISGID):
+                    flt.add_rule(
+                        eperm, number, sc.Arg(flags, sc.MASKED_EQ, create, create), sc.Arg(mode, sc.MASKED_EQ, bit, bit)
+                    )
+
+
 def describe_filter(network: str) -> tuple[str, ...]:
     """One line per rule of `build_filter(network)`, for the protection report and the doctor."""
-    if network not in NETWORK_MODES:
-        raise ValueError(f"network must be one of {', '.join(NETWORK_MODES)}, got {network!r}")
+    families = ", ".join(_FAMILY_NAMES[family] for family in socket_families(network))
     lines = [f"{name}: EPERM ({reason})" for name, reason in _DENIED]
     lines += [
-        "clone3: ENOSYS (so glibc falls back to clone(), whose flags the filter can read)",
+        "clone3, openat2: ENOSYS (so callers fall back to clone() and openat(), whose arguments the filter reads)",
         "fallocate: EOPNOTSUPP (instant disk reservations would outrun the session's disk quota)",
         "clone with CLONE_NEWUSER/NEWNS/NEWPID/NEWNET/NEWIPC/NEWUTS/NEWCGROUP: EPERM (no new namespaces)",
         "personality other than PER_LINUX, PER_LINUX32 and the query: EPERM (no ASLR switch-off)",
         "ioctl TIOCSTI/TIOCLINUX: EPERM (no typing into the user's terminal)",
-        "socket AF_PACKET, raw AF_INET/AF_INET6, AF_INET SOCK_PACKET: EPERM (no packet forging or sniffing)",
+        f"socket/socketpair of any family but {families}: EPERM (AF_VSOCK reaches a VM's host past every namespace)",
+        "chmod/fchmod/fchmodat/fchmodat2/creat/mknod/mknodat, and open/openat creating a file, with S_ISUID or "
+        "S_ISGID in the mode: EPERM (no setuid or setgid file on the host's side of the workdir)",
         "x32 and i386 syscalls: process killed with SIGSYS (foreign syscall tables)",
     ]
-    if network == "none":
-        lines.append("socket/socketpair other than AF_UNIX: EPERM (network 'none')")
+    if _AF_INET in socket_families(network):
+        lines.append("socket raw AF_INET/AF_INET6, AF_INET SOCK_PACKET: EPERM (no packet forging or sniffing)")
     return tuple(lines)
 
 

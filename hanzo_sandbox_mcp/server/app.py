@@ -16,6 +16,9 @@ What is an error, decided once for every tool:
 - Protocol misuse (malformed requests, unknown methods, an unreadable resource URI) is a JSON-RPC error,
   answered by the SDK.
 
+Each call is attributed to its client (`clients.py`), which decides what a call without `session_id`
+uses and which share of the server's call slots it waits for.
+
 Progress: when a `tools/call` request carries a progress token, output is streamed as progress
 notifications, at most one every 0.25 s, each with the tail of the output as its message. Cancelling the
 request kills the command's whole process tree at once (the runner does it on cancellation).
@@ -25,15 +28,21 @@ import logging
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
+from urllib.parse import quote
 
 import anyio
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
-from mcp_types import CallToolResult, ContentBlock, ResourceLink, TextContent, ToolAnnotations
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.server.mcpserver.resources import ResourceSecurity
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS, CallToolResult, ContentBlock, ResourceLink, TextContent, ToolAnnotations
 from pydantic import Field
 
+from ..clients import ClientId, client_of_request
 from ..errors import HanzoSandboxError, SessionNotFound
+from ..filenames import ECHO_CHARS, quoted
 from ..policy import NetworkMode
 from ..service import (
     MAX_READ_BYTES,
@@ -44,6 +53,7 @@ from ..service import (
     SessionClosed,
     SessionInfo,
 )
+from ..version import package_version
 
 __all__ = ["FILES_URI_TEMPLATE", "PROGRESS_INTERVAL_S", "SERVER_NAME", "build_server", "file_uri"]
 
@@ -52,6 +62,10 @@ _log = logging.getLogger("hanzo_sandbox_mcp.server")
 SERVER_NAME = "hanzo-sandbox-mcp"
 FILES_URI_TEMPLATE = "sandbox://sessions/{session_id}/files/{+path}"
 PROGRESS_INTERVAL_S = 0.25
+#: MCP tool names are at most 128 characters: a longer one names no tool.
+_MAX_TOOL_NAME = 128
+#: Longest JSON-RPC error message (or data) passed on whole; the SDK's can quote a 100 KB URI.
+_MAX_ERROR_CHARS = 2 * ECHO_CHARS
 _PROGRESS_TAIL_CHARS = 1024
 
 SessionArg = Annotated[
@@ -63,14 +77,20 @@ SessionArg = Annotated[
 ]
 TimeoutArg = Annotated[
     float | None,
-    Field(description="Wall-clock limit in seconds; the process tree is killed when it expires."),
+    # strict: a JSON number only; lax mode would turn `true` into 1 s and "1.5" into 1.5 s.
+    Field(strict=True, description="Wall-clock limit in seconds; the process tree is killed when it expires."),
 ]
 StdinArg = Annotated[str | None, Field(description="Text written to the command's standard input.")]
 
 
 def file_uri(session_id: str, path: str) -> str:
-    """The resource URI of a workdir file."""
-    return f"sandbox://sessions/{session_id}/files/{path}"
+    """The resource URI of a workdir file, from its path as listings show it (escaped, see `filenames`).
+
+    The SDK percent-decodes `{+path}` once before the handler sees it, so the listed path is
+    percent-encoded once here: `%FF` (the byte 0xFF) travels as `%25FF`, a space as `%20`, `?` and `#`
+    (which would end the path) as `%3F` and `%23`.
+    """
+    return f"sandbox://sessions/{session_id}/files/{quote(path, safe='/')}"
 
 
 def build_server(service: SandboxService) -> MCPServer:
@@ -80,6 +100,10 @@ def build_server(service: SandboxService) -> MCPServer:
     limits = settings.exec
     network = settings.policy.network
     open_world = network is NetworkMode.FULL
+
+    def client_of(ctx: Context) -> ClientId:
+        return client_of_request(ctx.request_context, service.client_left)
+
     sessions_text = rules.retention  # says what a call without session_id uses, too
     errors_text = (
         "A non-zero exit_code is not an error: the command ran and its status is data. The call fails "
@@ -105,12 +129,17 @@ def build_server(service: SandboxService) -> MCPServer:
     server = MCPServer(
         SERVER_NAME,
         title="Sandboxed shell and Python",
+        version=package_version(),
         instructions=(
             "Runs shell commands and Python code inside an OS-level sandbox, each session in its own "
             f"working directory. {sessions_text} Call capabilities to see which protections are in force."
         ),
         log_level=settings.log_level,
     )
+
+    # Supported seam (Server.middleware): the SDK's pre-initialize refusal says only "Invalid request
+    # parameters", and its "Unknown tool"/"Unknown resource" errors repeat a 100 KB name or URI whole.
+    server.middleware.extend([_short_echoes, _explain_uninitialized])
 
     run_rules = f"{sessions_text} {timeout_text} {network_text} {output_text} {errors_text}"
     run_annotations = ToolAnnotations(
@@ -144,6 +173,7 @@ def build_server(service: SandboxService) -> MCPServer:
                 timeout_s=timeout_s,
                 stdin=stdin,
                 on_output=_ProgressStreamer(ctx),
+                client=client_of(ctx),
             )
         return _run_result(result)
 
@@ -168,7 +198,12 @@ def build_server(service: SandboxService) -> MCPServer:
     ) -> Annotated[CallToolResult, RunResult]:
         async with _tool_errors():
             result = await service.run_python(
-                code, session_id=session_id, timeout_s=timeout_s, stdin=stdin, on_output=_ProgressStreamer(ctx)
+                code,
+                session_id=session_id,
+                timeout_s=timeout_s,
+                stdin=stdin,
+                on_output=_ProgressStreamer(ctx),
+                client=client_of(ctx),
             )
         return _run_result(result)
 
@@ -181,9 +216,9 @@ def build_server(service: SandboxService) -> MCPServer:
             read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
         ),
     )
-    async def create_session() -> SessionInfo:
+    async def create_session(ctx: Context) -> SessionInfo:
         async with _tool_errors():
-            return await service.create_session()
+            return await service.create_session(client=client_of(ctx))
 
     @server.tool(
         title="Close a session",
@@ -214,13 +249,14 @@ def build_server(service: SandboxService) -> MCPServer:
         ),
     )
     async def list_files(
+        ctx: Context,
         session_id: SessionArg = None,
         path: Annotated[
             str | None, Field(description="Directory relative to the workdir (default: the workdir itself).")
         ] = None,
     ) -> Annotated[CallToolResult, FileListing]:
         async with _tool_errors():
-            listing = await service.list_files(session_id, path)
+            listing = await service.list_files(session_id, path, client=client_of(ctx))
         return _listing_result(listing)
 
     @server.tool(
@@ -244,8 +280,13 @@ def build_server(service: SandboxService) -> MCPServer:
         title="A file in a session workdir",
         description=(
             f"A regular file of a session's working directory, up to {MAX_READ_BYTES} bytes: UTF-8 text as "
-            "text, anything else as a base64 blob. Symbolic links and '..' are refused."
+            "text, anything else as a base64 blob. Symbolic links and '..' are refused. The path is the "
+            "listed one, percent-encoded for the URI (use the uri of list_files' resource links)."
         ),
+        # The service refuses '..', NUL and absolute paths itself and opens every component with
+        # O_NOFOLLOW; the SDK's extra Windows-style checks would make legal names such as `C:x` or `a\..\b`
+        # unreadable.
+        security=ResourceSecurity(exempt_params={"path"}),
     )
     async def session_file(session_id: str, path: str) -> str | bytes:
         try:
@@ -253,11 +294,53 @@ def build_server(service: SandboxService) -> MCPServer:
         except SessionNotFound as exc:
             raise ResourceNotFoundError(str(exc)) from None
         except HanzoSandboxError as exc:
-            raise ResourceError(str(exc)) from None
+            # A refused path is the caller's mistake (-32602); the SDK maps a ResourceError to -32603.
+            raise MCPError(code=INVALID_PARAMS, message=str(exc)) from None
         text = content.text()
         return content.data if text is None else text
 
     return server
+
+
+async def _short_echoes(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """Never repeat a caller's oversized name or URI whole in an error (the SDK's own errors do)."""
+    try:
+        result = await call_next(ctx)
+    except MCPError as exc:
+        error = exc.error
+        long_message, long_data = len(error.message) > _MAX_ERROR_CHARS, len(repr(error.data)) > _MAX_ERROR_CHARS
+        if not (long_message or long_data):
+            raise
+        message = (
+            f"{error.message[:_MAX_ERROR_CHARS]}... ({len(error.message)} characters)"
+            if long_message
+            else error.message
+        )
+        raise MCPError(code=error.code, message=message, data=None if long_data else error.data) from None
+    name = (ctx.params or {}).get("name")
+    if ctx.method == "tools/call" and isinstance(name, str) and len(name) > _MAX_TOOL_NAME:
+        # No tool has such a name: the result is the SDK's "Unknown tool: <the whole name>".
+        text = f"Unknown tool: {quoted(name)}; call tools/list for this server's tools"
+        return CallToolResult(content=[TextContent(text=text)], is_error=True)
+    return result
+
+
+async def _explain_uninitialized(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """Give the SDK's bare pre-initialize refusal (-32602, empty data) a message the client can act on."""
+    try:
+        return await call_next(ctx)
+    except MCPError as exc:
+        error = exc.error
+        refused_before_init = (
+            error.code == INVALID_PARAMS and error.message == "Invalid request parameters" and not error.data
+        )
+        if not refused_before_init or ctx.session.client_params is not None:
+            raise
+        raise MCPError(
+            code=INVALID_PARAMS,
+            message=f"{ctx.method} was sent before the session was initialized",
+            data="send initialize and then notifications/initialized first (the MCP handshake)",
+        ) from None
 
 
 @asynccontextmanager

@@ -21,6 +21,7 @@ from ..config import Settings
 from ..service import SandboxService
 from .app import build_server
 from .http import HttpServer
+from .stdio import check_std_streams, run_stdio
 
 __all__ = ["Transport", "serve", "serve_async"]
 
@@ -51,7 +52,7 @@ async def serve_async(
     if transport == "stdio":
         await _serve_stdio(settings)
         return
-    service = SandboxService(settings, implicit_session="new")
+    service = SandboxService(settings, implicit_session="protocol_session")
     http = HttpServer(build_server(service), settings, transport, host, port)
 
     async def stop(_signum: int) -> None:
@@ -65,6 +66,7 @@ async def serve_async(
 
 
 async def _serve_stdio(settings: Settings) -> None:
+    check_std_streams()
     service = SandboxService(settings, implicit_session="default")
     server = build_server(service)
     async with service, anyio.create_task_group() as group:
@@ -77,7 +79,7 @@ async def _serve_stdio(settings: Settings) -> None:
             os.kill(os.getpid(), signum)
 
         group.start_soon(_on_signal, die)
-        await server.run_stdio_async()
+        await run_stdio(server, settings.stdio.max_line_bytes)
         group.cancel_scope.cancel()
 
 

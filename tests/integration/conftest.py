@@ -58,7 +58,7 @@ class Connected:
     transport: Transport
     sessions_parent: Path
     """The configured sessions root: the server makes its own directory inside and removes it at exit."""
-    implicit: Literal["default", "new"]
+    implicit: Literal["default", "protocol_session"]
     service: SandboxService | None
     """The in-process service (None for stdio)."""
 
@@ -160,14 +160,19 @@ async def http_server(
     settings: Settings, transport: Literal["http", "sse"]
 ) -> AsyncIterator[tuple[str, SandboxService]]:
     """An in-process HTTP/SSE server on a fresh port; yields its base URL ("http://127.0.0.1:PORT")."""
-    service = SandboxService(settings, implicit_session="new")
-    http = HttpServer(build_server(service), settings, transport, "127.0.0.1", 0)
+    service = SandboxService(settings, implicit_session="protocol_session")
+    async with service, serving(HttpServer(build_server(service), settings, transport, "127.0.0.1", 0)) as base:
+        yield base, service
+
+
+@asynccontextmanager
+async def serving(http: HttpServer) -> AsyncIterator[str]:
+    """Serve `http` on a fresh loopback port until the block ends; yields its base URL."""
     sock = listening_socket()
-    port = sock.getsockname()[1]
-    async with service, anyio.create_task_group() as group:
+    async with anyio.create_task_group() as group:
         group.start_soon(http.serve, [sock])
         try:
-            yield f"http://127.0.0.1:{port}", service
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
         finally:
             http.stop()
 
@@ -192,7 +197,7 @@ async def connect_to(
         url = f"{base}/mcp" if transport == "http" else f"{base}/sse"
         target = url if transport == "http" else sse_client(url)
         async with Client(target) as client:
-            yield Connected(client, transport, sessions_parent, "new", service)
+            yield Connected(client, transport, sessions_parent, "protocol_session", service)
 
 
 # -- processes -------------------------------------------------------------------------------------------
@@ -266,6 +271,7 @@ class ServerKit:
     child_env = staticmethod(child_env)
     stdio_params = staticmethod(stdio_params)
     http_server = staticmethod(http_server)
+    serving = staticmethod(serving)
     connect_to = staticmethod(connect_to)
     listening_socket = staticmethod(listening_socket)
     BASE_CONFIG = BASE_CONFIG

@@ -3,11 +3,8 @@ without a token, JSON-RPC errors for protocol misuse, and the real `serve --tran
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +14,7 @@ import pytest
 from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
+from support.http_process import http_server_process
 
 from hanzo_sandbox_mcp.config import HttpSettings, Settings
 from hanzo_sandbox_mcp.errors import ConfigError
@@ -149,7 +147,7 @@ def test_loopback_needs_no_token(host: str) -> None:
 
 async def test_off_loopback_the_token_is_enforced(kit: Kit, sessions_parent: Path) -> None:
     settings = _settings(kit, sessions_parent, http={"token": TOKEN})
-    service = SandboxService(settings, implicit_session="new")
+    service = SandboxService(settings, implicit_session="protocol_session")
     http = HttpServer(build_server(service), settings, "http", "0.0.0.0", 0)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("0.0.0.0", 0))
@@ -169,56 +167,15 @@ async def test_off_loopback_the_token_is_enforced(kit: Kit, sessions_parent: Pat
 # -- the real process ------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def test_serve_http_process_cleans_up_on_sigterm(kit: Kit, sessions_parent: Path, tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text(kit.to_toml(kit.merged(kit.BASE_CONFIG, {"sessions": {"root": str(sessions_parent)}})))
-    port = _free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hanzo_sandbox_mcp",
-            "--config",
-            str(config),
-            "serve",
-            "--transport",
-            "http",
-            "--port",
-            str(port),
-        ],
-        env=kit.child_env(tmp_path),
-        cwd=kit.REPO_ROOT,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}/mcp"
-        with anyio.fail_after(60):
-            while True:  # the process needs a moment to import and bind: retry connecting, bounded
-                try:
-                    async with Client(url) as client:
-                        result = await client.call_tool("run_command", {"command": "echo up"})
-                        assert result.structured_content is not None
-                        assert result.structured_content["stdout"] == "up\n"
-                    break
-                except (httpx2.ConnectError, ExceptionGroup, OSError):
-                    assert process.poll() is None, process.stderr.read() if process.stderr else ""
-                    await anyio.sleep(0.1)
+    with http_server_process(config, env=kit.child_env(tmp_path), cwd=kit.REPO_ROOT) as server:
+        await server.wait_until_serving()
         assert kit.leftover_workdirs(sessions_parent)
-        process.send_signal(signal.SIGTERM)
+        server.process.send_signal(signal.SIGTERM)
         with anyio.fail_after(60):
-            while process.poll() is None:
+            while server.process.poll() is None:
                 await anyio.sleep(0.05)
-        assert process.stdout is not None and process.stdout.read() == b""  # logs go to stderr only
+        assert server.process.stdout is not None and server.process.stdout.read() == b""  # logs go to stderr only
         assert kit.leftover_workdirs(sessions_parent) == []
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()

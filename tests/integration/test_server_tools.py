@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import anyio
@@ -9,11 +10,14 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp_types import ResourceLink
+from support.hostile_names import HOSTILE_NAMES, MAKE_NAMES_CODE
 
 from hanzo_sandbox_mcp.config import Settings
+from hanzo_sandbox_mcp.filenames import unescape_name
 from hanzo_sandbox_mcp.sandbox import NullSandbox
 from hanzo_sandbox_mcp.server import build_server
 from hanzo_sandbox_mcp.service import SandboxService
+from hanzo_sandbox_mcp.version import package_version
 
 pytestmark = pytest.mark.anyio
 
@@ -158,6 +162,39 @@ async def test_files_read_back_as_resources(connect: Connect, kit: Kit) -> None:
     assert blob.contents[0].blob == "/wA="  # type: ignore[union-attr]
 
 
+#: Names the SDK's own path checks would refuse too, though legal here: a drive-like prefix, backslashes.
+NAMES = [*HOSTILE_NAMES, b"sp ace?#", b"C:x", b"a\\..\\b"]
+
+
+async def test_any_bytes_name_round_trips_through_listing_resources_and_cwd(connect: Connect, kit: Kit) -> None:
+    async with connect() as conn:
+        made = await kit.ok(conn, "run_python", code=MAKE_NAMES_CODE, stdin=repr(NAMES))
+        sid = made["session_id"]
+        top = await kit.ok(conn, "list_files", session_id=sid)
+        listed = {e["name"]: e for e in top["entries"] if e["type"] == "directory" and e["name"] != ".tmp"}
+        assert {unescape_name(name) for name in listed} == set(NAMES)
+        assert {"%FF", "%ED%A0%80", "%2541", "a%", "new%0Aline"} <= set(listed)
+        for entry in listed.values():
+            raw = unescape_name(entry["name"])
+            inner = await kit.call(conn, "list_files", {"session_id": sid, "path": entry["path"]})
+            assert not inner.is_error, kit.text_of(inner)
+            (link,) = [b for b in inner.content if isinstance(b, ResourceLink)]
+            with anyio.fail_after(30):
+                read = await conn.client.read_resource(str(link.uri))
+            content = read.contents[0]
+            data = content.text.encode() if hasattr(content, "text") else base64.b64decode(content.blob)  # type: ignore[union-attr]
+            assert data == raw, (entry, link.uri)
+            where = await kit.ok(conn, "run_command", command="cat inner", session_id=sid, cwd=entry["path"])
+            assert where["stdout"] == raw.decode("utf-8", "replace")
+
+
+async def test_server_info_carries_the_package_version(connect: Connect) -> None:
+    async with connect() as conn:
+        info = conn.client.server_info
+    assert info is not None and info.name == "hanzo-sandbox-mcp"
+    assert info.version == package_version() and info.version[0].isdigit()
+
+
 @pytest.mark.parametrize("path", ["passwd", "root/etc/passwd", "..%2F..%2Fetc%2Fpasswd", "../../etc/passwd"])
 async def test_resources_never_follow_links_or_dotdot(connect: Connect, path: str, kit: Kit) -> None:
     async with connect() as conn:
@@ -285,6 +322,9 @@ BAD_CALLS: list[tuple[str, dict[str, Any], str]] = [
     ("run_command", {"command": ["ls"]}, "command"),
     ("run_command", {"command": "ls", "timeout_s": "soon"}, "timeout_s"),
     ("run_command", {"command": "ls", "timeout_s": -1}, "timeout_s"),
+    ("run_command", {"command": "ls", "timeout_s": True}, "timeout_s"),
+    ("run_command", {"command": "ls", "timeout_s": "1.5"}, "timeout_s"),
+    ("run_python", {"code": "pass", "timeout_s": False}, "timeout_s"),
     ("run_command", {"command": "echo a\x00b"}, "NUL"),
     ("run_command", {"command": "x" * 70_000}, "limit"),
     ("run_command", {"command": "ls", "session_id": "../../etc"}, "session"),
@@ -313,6 +353,20 @@ async def test_bad_input_gets_clear_errors_and_the_server_stays_up(connect: Conn
             message = await kit.error(conn, tool, **arguments)
             assert expected.lower() in message.lower(), (tool, arguments, message)
         await kit.alive(conn)
+
+
+async def test_an_oversized_argument_is_not_echoed_whole(connect: Connect, kit: Kit) -> None:
+    async with connect() as conn:
+        message = await kit.error(conn, "run_command", command="true", cwd="../" + "x" * 100_000)
+        sid = (await kit.ok(conn, "create_session"))["session_id"]
+        listing = await kit.error(conn, "list_files", session_id=sid, path="/etc/" + "x" * 100_000)
+        unknown = await kit.error(conn, "t" * 100_000)
+        with anyio.fail_after(30), pytest.raises(MCPError) as resource:
+            await conn.client.read_resource("sandbox://nowhere/" + "u" * 100_000)
+    assert len(message) < 1000 and "100003 characters" in message
+    assert len(listing) < 1000 and "100005 characters" in listing
+    assert len(unknown) < 1000 and "Unknown tool" in unknown and "100000 characters" in unknown
+    assert len(str(resource.value)) < 1000 and "characters)" in str(resource.value)
 
 
 async def test_workdirs_are_gone_after_the_server_stops(connect: Connect, kit: Kit) -> None:

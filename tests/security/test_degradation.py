@@ -81,8 +81,8 @@ def test_strict_config_refuses_to_run_without_namespaces(degraded, workdir, tmp_
 
 
 def test_network_none_claim_holds_without_namespaces(degraded):
-    """Without a net namespace, `none` still claims isolation (seccomp): the host listener must be
-    unreachable."""
+    """Without a net namespace, `none` does not claim isolation (the family filter alone is half of it), and
+    `missing` says which half is absent; the filter still keeps the host listener unreachable."""
     with HostTcpListener() as lst:
         code = (
             "import socket, sys\n"
@@ -91,9 +91,11 @@ def test_network_none_claim_holds_without_namespaces(degraded):
         )
         res = degraded("no-userns", ["/bin/sh", "-c", py(code, str(lst.port))], network="none")
         assert res.data is not None, res.proc
-        if res.protection["network_isolated"]:
-            assert "CONNECTED" not in res.data["stdout"], f"report claims isolation, but: {res.data}"
-            assert lst.accepted == 0
+        assert res.protection["network_isolated"] is False, res.protection
+        _missing_mentions(res, "network isolation", "network namespace")
+        assert res.protection["seccomp"] is True, res.protection
+        assert "ERR 1" in res.data["stdout"], f"the family filter did not refuse AF_INET: {res.data}"
+        assert lst.accepted == 0
 
 
 def test_loopback_report_is_honest_without_namespaces(degraded):

@@ -59,7 +59,7 @@ def listener():
 
 
 def _loopback_fired(result: object) -> None:
-    assert_protection(result, network_isolated=True, network="loopback")
+    assert_protection(result, network_isolated=True, network="loopback", seccomp=True)
     assert "net" in result.protection.namespaces, result.protection  # type: ignore[attr-defined]
 
 

@@ -10,6 +10,7 @@ import shutil
 
 import pytest
 from _security_support import HostTcpListener, assert_protection, json_lines, py
+from support.controls import python_as_command_uid
 
 SOCKET_PROBE = r"""
 import json, socket
@@ -20,6 +21,7 @@ cases = {
     "AF_NETLINK/RAW": (socket.AF_NETLINK, socket.SOCK_RAW),
     "AF_PACKET/RAW": (socket.AF_PACKET, socket.SOCK_RAW),
     "AF_INET/RAW": (socket.AF_INET, socket.SOCK_RAW),
+    "AF_VSOCK/STREAM": (socket.AF_VSOCK, socket.SOCK_STREAM),
     "AF_UNIX/STREAM": (socket.AF_UNIX, socket.SOCK_STREAM),
 }
 for name, (fam, typ) in cases.items():
@@ -55,9 +57,19 @@ def test_sandbox_blocks_python_inet_sockets(sandbox_run):
         "AF_NETLINK/RAW",
         "AF_PACKET/RAW",
         "AF_INET/RAW",
+        "AF_VSOCK/STREAM",
     ):
         assert rows[case]["errno"] == 1, f"{case}: expected EPERM, got {rows[case]}"
     _none_fired(result)
+    # The control: the same probe as the same uid, unsandboxed (as root of fresh namespaces for the packet and
+    # raw sockets, which need CAP_NET_RAW), is never refused with EPERM (a raw socket of protocol 0 is
+    # EPROTONOSUPPORT: the call reached the protocol code).
+    plain, as_root = (
+        {r["case"]: r["errno"] for r in json_lines(python_as_command_uid(SOCKET_PROBE, namespace_root=ns).stdout)}
+        for ns in (False, True)
+    )
+    refused = {case for case in rows if plain[case] == as_root[case] == 1}
+    assert not refused and plain["AF_INET/STREAM"] == plain["AF_VSOCK/STREAM"] == 0, (plain, as_root)
 
 
 def test_sandbox_blocks_python_connect_to_host_listener(sandbox_run, listener):

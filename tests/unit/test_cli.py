@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import shutil
 import signal
 import stat
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 
 from hanzo_sandbox_mcp.protection import Layer
+from hanzo_sandbox_mcp.version import package_version
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IS_ROOT = os.geteuid() == 0
@@ -41,24 +43,26 @@ def base_dir() -> Iterator[Path]:
 
 
 @pytest.fixture
-def cli(base_dir: Path) -> Any:
+def cli_env(base_dir: Path) -> dict[str, str]:
     xdg = base_dir / "xdg-empty"
     xdg.mkdir(exist_ok=True)
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(base_dir),
+        "XDG_CONFIG_HOME": str(xdg),  # no user config file: the embedded defaults
+        "PYTHONPATH": str(REPO_ROOT),
+        "LANG": "C.UTF-8",
+    }
 
+
+@pytest.fixture
+def cli(cli_env: dict[str, str]) -> Any:
     def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        full_env = {
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "HOME": str(base_dir),
-            "XDG_CONFIG_HOME": str(xdg),  # no user config file: the embedded defaults
-            "PYTHONPATH": str(REPO_ROOT),
-            "LANG": "C.UTF-8",
-            **(env or {}),
-        }
         return subprocess.run(
             [sys.executable, "-m", "hanzo_sandbox_mcp", *args],
             capture_output=True,
             text=True,
-            env=full_env,
+            env={**cli_env, **(env or {})},
             cwd=str(REPO_ROOT),
             timeout=HANG_GUARD_S,
             check=False,
@@ -86,6 +90,11 @@ def _one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
 # --- run ---------------------------------------------------------------------------------------------
 
 
+def test_version_is_the_package_version(cli: Any) -> None:
+    proc = cli("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"hanzo-sandbox-mcp {package_version()}"
+
+
 def test_run_json_echo(cli: Any) -> None:
     proc = cli("run", "--json", "--", "echo", "hi")
     assert proc.returncode == 0, proc.stderr
@@ -111,6 +120,100 @@ def test_run_streams_stdout_and_stderr_without_json(cli: Any) -> None:
     assert proc.returncode == 0
     assert proc.stdout == "out\n"
     assert proc.stderr == "err\n"
+
+
+#: OSC 52 (write the clipboard), OSC 0 (window title), CSI (clear the screen), a carriage return that hides
+#: the start of a line, a byte that is not UTF-8, the one-byte CSI of 8-bit terminals, a bidi override.
+HOSTILE_OUTPUT = b"\x1b]52;c;aGVsbG8=\x07\x1b]0;pwned\x07\x1b[2Jsafe\rrm -rf\xff \xc2\x9b \xe2\x80\xae\tend\n"
+ESCAPED_OUTPUT = b"\\x1b]52;c;aGVsbG8=\\x07\\x1b]0;pwned\\x07\\x1b[2Jsafe\\rrm -rf\\xff \\u009b \\u202e\tend\n"
+
+
+def _printf_argv(data: bytes) -> list[str]:
+    return ["printf", "".join(f"\\{byte:03o}" for byte in data)]
+
+
+def _run_with_terminals(
+    cli_env: dict[str, str], args: list[str], *, stdout_tty: bool, stderr_tty: bool
+) -> tuple[bytes, bytes, int]:
+    """Run the CLI with stdout and/or stderr on a pseudo-terminal (the others on pipes): what each received."""
+    ends: dict[str, tuple[int, int]] = {}
+    for name, on_tty in (("stdout", stdout_tty), ("stderr", stderr_tty)):
+        ends[name] = pty.openpty() if on_tty else os.pipe()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "hanzo_sandbox_mcp", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=ends["stdout"][1],
+            stderr=ends["stderr"][1],
+            env=cli_env,
+            cwd=str(REPO_ROOT),
+        )
+        for _, write_end in ends.values():
+            os.close(write_end)
+        received = {name: _read_to_end(read_end) for name, (read_end, _) in ends.items()}
+        return received["stdout"], received["stderr"], process.wait(timeout=HANG_GUARD_S)
+    finally:
+        for read_end, _ in ends.values():
+            os.close(read_end)
+
+
+def _read_to_end(fd: int) -> bytes:
+    # Both ends are drained in turn: the outputs here are small enough for the pipe and pty buffers.
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the pseudo-terminal's other side is closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _tty_text(data: bytes) -> bytes:
+    return data.replace(b"\r\n", b"\n")  # the terminal's own output processing (onlcr)
+
+
+def test_run_escapes_control_sequences_on_a_terminal(cli_env: dict[str, str]) -> None:
+    out, err, status = _run_with_terminals(
+        cli_env, ["run", "--", *_printf_argv(HOSTILE_OUTPUT)], stdout_tty=True, stderr_tty=False
+    )
+    assert status == 0, err
+    assert _tty_text(out) == ESCAPED_OUTPUT
+    assert b"\x1b" not in out and b"\x07" not in out
+
+
+def test_run_escapes_stderr_on_a_terminal_while_piped_stdout_stays_exact(cli_env: dict[str, str]) -> None:
+    script = 'printf "$1"; printf "$1" >&2'
+    octal = _printf_argv(HOSTILE_OUTPUT)[1]
+    out, err, status = _run_with_terminals(
+        cli_env, ["run", "--", "sh", "-c", script, "sh", octal], stdout_tty=False, stderr_tty=True
+    )
+    assert status == 0
+    assert out == HOSTILE_OUTPUT
+    assert _tty_text(err) == ESCAPED_OUTPUT
+
+
+def test_run_raw_writes_control_sequences_to_a_terminal_unchanged(cli_env: dict[str, str]) -> None:
+    out, err, status = _run_with_terminals(
+        cli_env, ["run", "--raw", "--", *_printf_argv(HOSTILE_OUTPUT)], stdout_tty=True, stderr_tty=False
+    )
+    assert status == 0, err
+    assert _tty_text(out) == HOSTILE_OUTPUT  # the control bytes arrive as they are
+
+
+def test_run_output_to_a_pipe_is_byte_exact(cli_env: dict[str, str]) -> None:
+    out, _err, status = _run_with_terminals(
+        cli_env, ["run", "--", *_printf_argv(HOSTILE_OUTPUT)], stdout_tty=False, stderr_tty=False
+    )
+    assert status == 0 and out == HOSTILE_OUTPUT
+
+
+def test_error_messages_quoting_the_command_are_escaped_on_a_terminal(cli_env: dict[str, str]) -> None:
+    hostile = "/no-such-\x1b]0;pwned\x07"
+    _out, err, status = _run_with_terminals(cli_env, ["run", "--", hostile], stdout_tty=False, stderr_tty=True)
+    assert status != 0 and b"\x1b" not in err and b"\\x1b]0;pwned\\x07" in err
 
 
 @pytest.mark.parametrize("json_flag", [[], ["--json"]], ids=["stream", "json"])

@@ -137,6 +137,50 @@ def test_short_token_from_environment_is_rejected(xdg: Path) -> None:
         load_settings(env=_env(xdg, **{TOKEN_ENV_VAR: "short"}))
 
 
+def test_empty_token_variable_is_a_config_error_not_no_authentication(xdg: Path) -> None:
+    for empty in ("", "   "):
+        with pytest.raises(ConfigError, match=f"{TOKEN_ENV_VAR} is set but empty"):
+            load_settings(env=_env(xdg, **{TOKEN_ENV_VAR: empty}))
+
+
+@pytest.mark.parametrize("token", [" " + "t" * 20, "t" * 20 + " ", "t" * 20 + "\n", "\t" + "t" * 20])
+def test_a_token_with_surrounding_whitespace_is_refused(xdg: Path, tmp_path: Path, token: str) -> None:
+    with pytest.raises(ConfigError, match="whitespace"):
+        load_settings(env=_env(xdg, **{TOKEN_ENV_VAR: token}))
+    escaped = token.replace("\n", "\\n").replace("\t", "\\t")
+    for text in (f'[http]\ntoken = "{escaped}"\n', f'[http]\ntokens = [{{ name = "ci", token = "{escaped}" }}]\n'):
+        with pytest.raises(ConfigError, match="whitespace"):
+            load_settings(_write(tmp_path / "c.toml", text), env=_env(xdg))
+
+
+def test_named_tokens_are_read_beside_the_single_token(xdg: Path, tmp_path: Path) -> None:
+    text = '[http]\ntoken = "the-single-token-0123"\ntokens = [{ name = "ci", token = "the-ci-token-0123456" }]\n'
+    http = load_settings(_write(tmp_path / "c.toml", text), env=_env(xdg)).http
+    assert http.token == "the-single-token-0123"
+    assert [(t.name, t.token) for t in http.tokens] == [("ci", "the-ci-token-0123456")]
+    assert http.has_tokens()
+
+
+@pytest.mark.parametrize(
+    "tokens",
+    [
+        '[{ name = "ci", token = "aaaaaaaaaaaaaaaaaaaa" }, { name = "ci", token = "bbbbbbbbbbbbbbbbbbbb" }]',
+        '[{ name = "ci", token = "aaaaaaaaaaaaaaaaaaaa" }, { name = "cd", token = "aaaaaaaaaaaaaaaaaaaa" }]',
+        '[{ name = "has space", token = "aaaaaaaaaaaaaaaaaaaa" }]',
+        '[{ name = "ci", token = "short" }]',
+    ],
+)
+def test_bad_named_tokens_are_config_errors(xdg: Path, tmp_path: Path, tokens: str) -> None:
+    with pytest.raises(ConfigError, match=r"http\.tokens"):
+        load_settings(_write(tmp_path / "c.toml", f"[http]\ntokens = {tokens}\n"), env=_env(xdg))
+
+
+def test_the_token_variable_must_differ_from_a_named_token(xdg: Path, tmp_path: Path) -> None:
+    path = _write(tmp_path / "c.toml", '[http]\ntokens = [{ name = "ci", token = "aaaaaaaaaaaaaaaaaaaa" }]\n')
+    with pytest.raises(ConfigError, match="equal"):
+        load_settings(path, env=_env(xdg, **{TOKEN_ENV_VAR: "a" * 20}))
+
+
 # --- errors name the key, never a traceback ---------------------------------------------------------------
 
 
@@ -177,6 +221,7 @@ def test_unknown_keys_are_named(xdg: Path, tmp_path: Path, text: str, key: str) 
         ('mode = "sometimes"\n', "mode"),
         ("[http]\nport = 70000\n", "http.port"),
         ('[http]\ntoken = "short"\n', "http.token"),
+        ("[http]\nprotocol_session_idle_s = 600.0\n", "exec.max_timeout_s"),  # not longer than the longest call
     ],
 )
 def test_invalid_values_are_named(xdg: Path, tmp_path: Path, text: str, key: str) -> None:

@@ -145,6 +145,26 @@ def test_read_exec_paths_are_readable_but_not_writable(tree: dict[str, Path]) ->
     }
 
 
+def test_list_only_dirs_can_be_listed_but_their_files_not_read(tree: dict[str, Path]) -> None:
+    outside = tree["outside"]
+
+    def body() -> dict[str, list[int]]:
+        def attempts() -> list[int]:
+            return [
+                err(lambda: os.listdir(outside)),
+                err(lambda: _read(outside / "secret")),
+                err(lambda: _write(outside / "new")),
+            ]
+
+        before = attempts()
+        confine(tree, list_only=[str(outside)])
+        return {"before": before, "after": attempts()}
+
+    result = in_child(body)
+    assert result["before"] == [0, 0, 0]  # control: each of them works without Landlock
+    assert result["after"] == [0, errno.EACCES, errno.EACCES]
+
+
 def test_read_write_dir_allows_every_operation(tree: dict[str, Path]) -> None:
     rw = tree["rw"]
 

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from support.processes import marker_pids, unique_sleep, wait_marker_gone
 
-from hanzo_sandbox_mcp.launch import launcher_argv
+from hanzo_sandbox_mcp.launch import LaunchReport, launcher_argv, start_launcher
 from hanzo_sandbox_mcp.launch_plan import NAMESPACE_NAMES, LandlockSpec, LaunchPlan, RootSpec
 from hanzo_sandbox_mcp.linux import privilege
 from hanzo_sandbox_mcp.linux.paths import RW_DEVICES, SYSTEM_READ_PATHS, python_paths
@@ -34,6 +34,7 @@ IS_ROOT = os.geteuid() == 0
 COMMAND_UID = 65534 if IS_ROOT else os.getuid()
 COMMAND_GID = 65534 if IS_ROOT else os.getgid()
 DEADLINE_S = 30.0  # hang guard for every wait
+TOKEN = uuid.uuid4().hex
 
 pytestmark = pytest.mark.skipif(os.uname().sysname != "Linux", reason="the Linux launcher")
 
@@ -82,36 +83,23 @@ def make_plan(workdir: Path, argv: list[str], **changes: Any) -> LaunchPlan:
         landlock=LandlockSpec(read_exec=read_only, read_write=read_write, deny_tcp=False, scope=True),
         root=RootSpec(read_only=read_only, read_write=read_write),
         seccomp_bpf=_seccomp(),
+        status_token=TOKEN,
         strict=False,
     )
     return plan.replace(**changes) if changes else plan
 
 
 class Launch:
-    """One launcher process: the plan written to its pipe, its status and stdout read with deadlines."""
+    """One launcher process: the plan written to its pipe, its status and stdout read with deadlines.
+
+    Every status line is also fed to a `LaunchReport` for the plan: the real launcher's lines must all
+    pass the strict schema (`report.rejected == 0`, checked in `finish`)."""
 
     def __init__(self, plan: LaunchPlan | bytes, *, extra_fds: tuple[int, ...] = ()) -> None:
-        plan_r, plan_w = os.pipe()
-        status_r, status_w = os.pipe()
-        try:
-            self.proc = subprocess.Popen(
-                launcher_argv(plan_r, status_w),
-                pass_fds=(plan_r, status_w, *extra_fds),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env={},
-            )
-        finally:
-            os.close(plan_r)
-            os.close(status_w)
+        self.report = LaunchReport(plan=plan if isinstance(plan, LaunchPlan) else None)
+        self.token = plan.status_token if isinstance(plan, LaunchPlan) else ""
         raw = plan if isinstance(plan, bytes) else plan.to_wire()
-        try:
-            os.write(plan_w, raw)  # a plan is a few KB: it fits in the pipe buffer
-        except BrokenPipeError:
-            pass
-        finally:
-            os.close(plan_w)
+        self.proc, status_r = start_launcher(raw, capture=True, extra_fds=extra_fds)
         self.status_fd = status_r
         self.events: list[dict[str, Any]] = []
         self._pending = b""
@@ -136,7 +124,9 @@ class Launch:
         for line in lines:
             event = ast.literal_eval(line.decode())
             assert isinstance(event, dict), line
+            assert event.pop("token") in (self.token, ""), line
             self.events.append(event)
+            assert self.report.feed(line), f"the report rejected the launcher's own line {line!r}"
         return True
 
     def wait_event(self, name: str) -> dict[str, Any]:
@@ -166,6 +156,7 @@ class Launch:
         while self._read_status(deadline):
             pass
         assert self._status_eof, f"the status pipe stayed open; events {self.names()}"
+        assert self.report.rejected == 0
         out, err = self.proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
         self.stdout += out
         self.stderr += err
@@ -236,12 +227,17 @@ def test_the_stages_report_in_order_with_their_fields(launch: Any, workdir: Path
     }
 
     assert applied["errors"] == {}
-    assert (applied["uid"], applied["gid"]) == (COMMAND_UID, COMMAND_GID)
+    # What the command read back from the kernel right before exec, ids mapped out of its user namespace.
+    assert applied["uids"] == [COMMAND_UID] * 3 and applied["gids"] == [COMMAND_GID] * 3
     assert applied["user_ns"] is True
-    assert applied["rlimits"] is True
-    assert applied["no_new_privs"] is True
+    assert applied["rlimits"] == {"core": [0, 0], "nofile": [256, 256], "nproc": [64, 64]}
+    assert applied["no_new_privs"] == 1
     assert isinstance(applied["landlock_abi"], int) and applied["landlock_abi"] >= 1
-    assert applied.get("seccomp") is (True if _seccomp() else None)
+    assert (applied["seccomp_mode"], applied["seccomp_filters"]) == ((2, 1) if _seccomp() else (0, 0))
+    assert applied["caps"]["inh"] == applied["caps"]["amb"] == applied["caps"]["bnd"] == 0
+    report = run.report
+    assert (report.uid, report.gid, report.rlimits, report.no_new_privs) == (COMMAND_UID, COMMAND_GID, True, True)
+    assert report.capabilities_empty and report.seccomp is bool(_seccomp()) and report.errors == {}
 
     assert exit_["exit_code"] == 7
     assert exit_["signal"] is None
@@ -269,9 +265,10 @@ def test_a_plan_without_layers_reports_none(launch: Any, workdir: Path) -> None:
     }  # fmt: skip
     applied = run.events[2]
     assert applied["user_ns"] is False
-    for key in ("rlimits", "no_new_privs", "landlock_abi", "seccomp"):
-        assert key not in applied
-    assert applied["uid"] == COMMAND_UID
+    assert applied["rlimits"] == {} and applied["landlock_abi"] is None
+    assert (applied["no_new_privs"], applied["seccomp_mode"], applied["seccomp_filters"]) == (0, 0, 0)
+    assert applied["uids"] == [COMMAND_UID] * 3
+    assert not (run.report.rlimits or run.report.no_new_privs or run.report.seccomp)
     assert run.events[3]["exit_code"] == 0
     assert run.stdout == b"bare\n"
 
@@ -282,7 +279,7 @@ def test_without_landlock_the_private_root_still_hides_unlisted_paths(launch: An
     run = launch(make_plan(workdir, ["sh", "-c", "test -e /var/log && echo seen || echo hidden"], landlock=None))
     assert run.finish() == 0
     assert run.wait_event("setup")["rootfs"] is True
-    assert "landlock_abi" not in run.wait_event("applied")
+    assert run.wait_event("applied")["landlock_abi"] is None
     assert run.stdout == b"hidden\n"
 
 
@@ -312,6 +309,35 @@ def test_a_missing_program_reports_exec_failed(launch: Any, workdir: Path) -> No
     assert run.names() == ["namespaces", "setup", "applied", "exec_failed", "exit"]
     assert run.events[3]["message"].startswith("no-such-program-hanzo: command not found")
     assert run.events[4]["exit_code"] == 127
+
+
+@pytest.mark.parametrize(
+    ("path_var", "exit_code", "message"),
+    [
+        ("{bad}:/usr/bin:/bin", 0, None),  # a non-executable match earlier on PATH: the search goes on
+        ("{bad}", 126, "hanzo-prog: cannot execute (Permission denied)"),
+        ("{empty}:/nowhere", 127, "hanzo-prog: command not found (No such file or directory)"),
+        ("", 127, "hanzo-prog: command not found (No such file or directory)"),  # "" is the cwd
+    ],
+    ids=["later-entry-wins", "only-unexecutable", "missing", "empty-path"],
+)
+def test_the_program_is_looked_up_on_path_like_the_shell(
+    launch: Any, workdir: Path, path_var: str, exit_code: int, message: str | None
+) -> None:
+    """The launcher's own PATH search (os.execvpe imports lazily, which fails after the pivot when the
+    server's Python is out of reach): 127 when nothing matches, 126 when only unexecutable files do."""
+    bad, empty = workdir / "bad", workdir / "empty"
+    bad.mkdir()
+    empty.mkdir()
+    (bad / "hanzo-prog").write_text("#!/bin/sh\necho bad\n")  # mode 0644: not executable
+    (workdir / "bin").mkdir()
+    os.symlink("/bin/true", workdir / "bin" / "hanzo-prog")
+    path = path_var.format(bad=bad, empty=empty).replace("/usr/bin:/bin", f"{workdir}/bin:/usr/bin:/bin")
+    run = launch(make_plan(workdir, ["hanzo-prog"], env={"PATH": path, "HOME": str(workdir)}))
+    run.finish()
+    assert run.wait_event("exit")["exit_code"] == exit_code
+    failed = [event["message"] for event in run.events if event["event"] == "exec_failed"]
+    assert failed == ([message] if message else [])
 
 
 def test_no_inherited_descriptor_reaches_the_command(launch: Any, workdir: Path) -> None:
@@ -371,10 +397,23 @@ def test_without_strict_a_failed_layer_is_reported_and_the_command_runs(launch: 
     run.finish()
     applied = run.wait_event("applied")
     assert "landlock" in applied["errors"]
-    assert "landlock_abi" not in applied
-    assert applied["no_new_privs"] is True  # the layers before and after it still fired
+    assert applied["landlock_abi"] is None
+    assert applied["no_new_privs"] == 1  # the layers before and after it still fired
     assert run.wait_event("exit")["exit_code"] == 0
     assert run.stdout == b"ran\n"
+
+
+def test_a_launcher_whose_server_already_died_runs_nothing(launch: Any, workdir: Path) -> None:
+    """Re-parented before it armed its parent-death signal (the pid in the plan is not its parent): the
+    signal would never come, so it must not start a sandbox that nothing watches."""
+    run = launch(make_plan(workdir, ["sh", "-c", "echo ran"], parent_pid=os.getpid() + 1))
+    assert run.finish() == 125
+    assert run.names() == ["abort"]
+    assert run.events[0]["message"] == "the server that started this command has exited"
+    assert run.stdout == b""
+    # Control: the same plan naming its real parent runs.
+    control = launch(make_plan(workdir, ["sh", "-c", "echo ran"], parent_pid=os.getpid()))
+    assert control.finish() == 0 and control.stdout == b"ran\n"
 
 
 def test_wrong_arguments_print_usage() -> None:

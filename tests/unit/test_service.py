@@ -12,15 +12,19 @@ from typing import Any
 
 import anyio
 import pytest
+from support.hostile_names import HOSTILE_NAMES, MAKE_NAMES_CODE
 
+from hanzo_sandbox_mcp.clients import ANONYMOUS, LOCAL
 from hanzo_sandbox_mcp.config import ExecSettings, SessionSettings, Settings
 from hanzo_sandbox_mcp.errors import RequestError, SandboxUnavailable, SessionNotFound
+from hanzo_sandbox_mcp.filenames import unescape_name
 from hanzo_sandbox_mcp.protection import EffectiveProtection
 from hanzo_sandbox_mcp.results import ExecResult
 from hanzo_sandbox_mcp.sandbox import NullSandbox, Sandbox, detect
 from hanzo_sandbox_mcp.service import (
     MAX_COMMAND_BYTES,
     RESULT_BUDGET_BYTES,
+    OnOutput,
     RunResult,
     SandboxService,
     choose_python,
@@ -87,10 +91,12 @@ async def test_default_sessions_reuse_one_workdir(service: SandboxService) -> No
     assert first.session_id == second.session_id and second.stdout == "1\n"
 
 
-async def test_new_implicit_sessions_get_a_fresh_workdir_each_call(sandbox: Sandbox) -> None:
-    async with SandboxService(_settings(), sandbox=sandbox, implicit_session="new") as svc:
-        first = await svc.run_command("echo 1 > f")
-        second = await svc.run_command("cat f")
+async def test_a_client_without_a_protocol_session_gets_a_fresh_workdir_each_call(sandbox: Sandbox) -> None:
+    async with SandboxService(_settings(), sandbox=sandbox, implicit_session="protocol_session") as svc:
+        first = await svc.run_command("echo 1 > f", client=ANONYMOUS)
+        second = await svc.run_command("cat f", client=ANONYMOUS)
+        with pytest.raises(RequestError, match="pass session_id"):
+            await svc.list_files(client=ANONYMOUS)
     assert first.session_id != second.session_id
     assert second.exit_code != 0
 
@@ -140,7 +146,7 @@ async def test_unusable_commands_are_refused(service: SandboxService, command: s
         await service.run_command(command)
 
 
-@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), 10_000])
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), 10_000, True, "1.5"])
 async def test_unusable_timeouts_are_refused(service: SandboxService, timeout: float) -> None:
     with pytest.raises(RequestError, match="timeout_s"):
         await service.run_command("true", timeout_s=timeout)
@@ -292,6 +298,74 @@ async def test_a_fifo_cannot_hang_a_read(service: SandboxService) -> None:
         await service.read_file(first.session_id, "pipe")
 
 
+async def test_any_bytes_name_lists_and_passes_back_to_every_entry_point(service: SandboxService) -> None:
+    made = await service.run_python(MAKE_NAMES_CODE, stdin=repr(HOSTILE_NAMES))
+    assert made.exit_code == 0, made.stderr
+    sid = made.session_id
+    listing = await service.list_files(sid)
+    listing.model_dump_json()  # every name serializes (a PydanticSerializationError before)
+    listed = {e.name: e for e in listing.entries if e.type == "directory" and e.name != ".tmp"}
+    assert set(listed) == {"%FF", "%ED%A0%80", "%2541", "a%", "new%0Aline", "%1B]0;title%07"}
+    assert not listed["a%"].escaped and listed["%FF"].escaped
+    for raw in HOSTILE_NAMES:
+        entry = next(e for e in listed.values() if unescape_name(e.name) == raw)
+        inner = await service.list_files(sid, entry.path)
+        assert [e.path for e in inner.entries] == [f"{entry.path}/inner"] and inner.path == entry.path
+        content = await service.read_file(sid, inner.entries[0].path)
+        assert content.data == raw and content.path == inner.entries[0].path
+        where = await service.run_command("cat inner", session_id=sid, cwd=entry.path)
+        assert (where.exit_code, where.stdout) == (0, raw.decode("utf-8", "replace"))
+
+
+@pytest.mark.parametrize(("path", "message"), [("%2E%2E", "'..'"), ("a%2Fb", "'/' or NUL"), ("a%00", "'/' or NUL")])
+async def test_escapes_cannot_smuggle_dotdot_slash_or_nul(service: SandboxService, path: str, message: str) -> None:
+    first = await service.run_command("mkdir a")
+    with pytest.raises(RequestError, match=message):
+        await service.list_files(first.session_id, path)
+    with pytest.raises(RequestError, match=message):
+        await service.run_command("true", session_id=first.session_id, cwd=path)
+
+
+async def test_an_oversized_path_is_not_echoed_whole(service: SandboxService) -> None:
+    first = await service.run_command("true")
+    for call in (
+        service.run_command("true", session_id=first.session_id, cwd="x" * 100_000),
+        service.list_files(first.session_id, "../" + "y" * 100_000),
+        service.read_file(first.session_id, "/etc/" + "z" * 100_000),
+    ):
+        with pytest.raises(RequestError) as caught:
+            await call
+        assert len(str(caught.value)) < 400 and "characters)" in str(caught.value)
+
+
+async def test_a_call_closed_while_queued_is_told_it_never_ran(sandbox: Sandbox) -> None:
+    settings = _settings(exec={"max_concurrent_calls_per_session": 1})
+    async with SandboxService(settings, sandbox=sandbox) as svc:
+        info = await svc.create_session()
+        started, on_output = await _gates(svc, info.session_id, "gate")
+        errors: list[str] = []
+
+        async def call(command: str, on: Any = None) -> None:
+            try:
+                await svc.run_command(command, session_id=info.session_id, on_output=on)
+            except SessionNotFound as exc:
+                errors.append(str(exc))
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as group:
+                group.start_soon(call, "echo started; cat gate", on_output)
+                await started.wait()
+                group.start_soon(call, "echo queued")
+                session = svc.sessions._sessions[info.session_id]
+                while session.limiter.statistics().tasks_waiting < 1:
+                    await anyio.sleep(0.01)
+                await svc.close_session(info.session_id)
+    assert len(errors) == 2
+    ran, queued = sorted(errors, key=lambda e: "never ran" in e)
+    assert "never ran" in queued and "killed" not in queued
+    assert "killed" in ran
+
+
 # -- result size -----------------------------------------------------------------------------------------
 
 
@@ -368,12 +442,8 @@ async def test_calls_queue_for_the_global_limit_and_one_slow_call_does_not_block
     settings = _settings(exec={"max_concurrent_calls": 2, "max_concurrent_calls_per_session": 2})
     async with SandboxService(settings, sandbox=sandbox) as svc:
         slow = await svc.create_session()
-        await svc.run_command("mkfifo gate1 gate2", session_id=slow.session_id)
-        started = anyio.Event()
+        started, on_output = await _gates(svc, slow.session_id, "gate1", "gate2")
         results: list[RunResult] = []
-
-        async def on_output(_stream: str, _chunk: bytes) -> None:
-            started.set()
 
         async def slow_call(gate: str) -> None:
             command = f"echo started; cat {gate}"
@@ -388,16 +458,26 @@ async def test_calls_queue_for_the_global_limit_and_one_slow_call_does_not_block
                 assert quick.stdout == "quick\n" and not results
                 # With both slots taken, a third call queues instead of failing.
                 group.start_soon(slow_call, "gate2")
-                assert svc._limiter is not None
-                while svc._limiter.borrowed_tokens < 2:
+                while svc.admission.running < 2:
                     await anyio.sleep(0.01)
                 group.start_soon(svc.run_command, "echo queued")
-                while svc._limiter.statistics().tasks_waiting < 1:
+                while svc.admission.waiting_for(LOCAL.key) < 1:
                     await anyio.sleep(0.01)
                 # Open the gates of both slow calls.
                 for gate in ("gate1", "gate2"):
                     await anyio.to_thread.run_sync(_write_fifo, Path(slow.workdir) / gate, b"go\n")
         assert [r.stdout for r in results] == ["started\ngo\n", "started\ngo\n"]
+
+
+async def _gates(svc: SandboxService, session_id: str, *names: str) -> tuple[anyio.Event, OnOutput]:
+    """FIFOs in the workdir that hold a `cat` until written, and an output callback that says a call started."""
+    await svc.run_command("mkfifo " + " ".join(names), session_id=session_id)
+    started = anyio.Event()
+
+    async def on_output(_stream: str, _chunk: bytes) -> None:
+        started.set()
+
+    return started, on_output
 
 
 def _write_fifo(path: Path, data: bytes) -> None:

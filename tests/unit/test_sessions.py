@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from hanzo_sandbox_mcp.config import SessionSettings
-from hanzo_sandbox_mcp.errors import RequestError, SessionLimitReached, SessionNotFound
+from hanzo_sandbox_mcp.errors import RequestError, SessionNotFound
 from hanzo_sandbox_mcp.sessions import (
     SESSION_ID_PATTERN,
     SessionManager,
@@ -183,25 +183,13 @@ async def test_sweeper_timing_reports_the_next_expiry(manager: SessionManager, c
     assert manager.seconds_until_next_expiry() == pytest.approx(40)
 
 
-async def test_creating_past_max_sessions_evicts_the_least_recently_used(
-    manager: SessionManager, clock: FakeClock
-) -> None:
-    first, second, third = [await manager.create() for _ in range(3)]
-    await manager.get(first.id)  # now `second` is the least recently used
-    fourth = await manager.create()
-    assert len(manager) == 3
-    with pytest.raises(SessionNotFound, match="evicted"):
-        await manager.get(second.id)
-    assert not second.workdir.exists()
-    for session in (first, third, fourth):
-        assert await manager.get(session.id) is session
-
-
-async def test_creating_when_every_session_is_busy_is_refused(manager: SessionManager) -> None:
-    sessions = [await manager.create() for _ in range(3)]
-    async with manager.call(sessions[0]), manager.call(sessions[1]), manager.call(sessions[2]):
-        with pytest.raises(SessionLimitReached, match="all 3 sessions have calls running"):
-            await manager.create()
+async def test_each_client_has_its_own_default_session_until_it_ends(manager: SessionManager) -> None:
+    mine, theirs = await manager.default("a"), await manager.default("b")
+    assert mine is not theirs and await manager.default("a") is mine
+    await manager.end_default("a", "its client's protocol session ended")
+    with pytest.raises(SessionNotFound, match="protocol session ended"):
+        await manager.get(mine.id)
+    assert await manager.default("b") is theirs
 
 
 async def test_default_session_is_reused_then_replaced_after_expiry(manager: SessionManager, clock: FakeClock) -> None:
