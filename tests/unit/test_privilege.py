@@ -8,9 +8,11 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from support.processes import kill_marker, unique_sleep, wait_marker_gone
 
 from hanzo_sandbox_mcp.linux.privilege import CAP_SYS_ADMIN, effective_caps, root_path
 
@@ -78,3 +80,40 @@ def test_setpriv_really_removes_sys_admin() -> None:
         check=True,
     )
     assert not root_path(0, effective_caps(result.stdout))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the path under test is root's without CAP_SYS_ADMIN")
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is not installed")
+@pytest.mark.skipif(os.uname().sysname != "Linux", reason="the Linux launcher")
+def test_root_without_sys_admin_sandbox_still_dies_with_its_server() -> None:
+    """The early uid drop clears the parent-death signal; it is armed again, so SIGKILL of the server (here the
+    CLI, the launcher's parent) still takes the command with it."""
+    marker = unique_sleep()
+    cli = Path(sys.executable).with_name("hanzo-sandbox-mcp")
+    command = ["setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin", "--", str(cli), "run"]
+    server = subprocess.Popen(
+        [*command, "--", "sleep", marker], env={"PATH": "/usr/bin:/bin"}, stdout=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not _sleeping(marker):  # the command itself, not the CLI whose argv also holds the marker
+            assert server.poll() is None and time.monotonic() < deadline, "the sandboxed sleep never started"
+            time.sleep(0.05)
+        server.kill()  # setpriv execs the CLI: this is the launcher's parent
+        server.wait(timeout=30)
+        assert wait_marker_gone(marker) == [], "the command outlived its server"
+    finally:
+        server.kill()
+        server.wait(timeout=30)
+        kill_marker(marker)
+
+
+def _sleeping(marker: str) -> bool:
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if handle.read().split(b"\0")[:2] == [b"sleep", marker.encode()]:
+                    return True
+        except OSError:
+            continue
+    return False
