@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -116,9 +116,12 @@ def _doctor(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from .quota import QuotaLimits, WorkdirFactory, WorkdirQuota
+    from .results import ExecResult
     from .runner import run_sandboxed
     from .sandbox import ensure_required, for_mode
-    from .workdir import command_owner, create_workdir
+    from .treewalk import remove_tree
+    from .workdir import command_owner
 
     command = list(args.argv)
     if command[:1] == ["--"]:
@@ -137,15 +140,16 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     sandbox = for_mode(settings.mode)
     ensure_required(settings.mode, sandbox, policy)
 
-    fresh: Path | None = None
+    fresh_root: Path | None = None
+    workdir: Path | None = None
     if args.workdir is not None:
         workdir = args.workdir.resolve()
         if not workdir.is_dir():
             raise RequestError(f"--workdir {args.workdir} is not an existing directory")
     else:
-        fresh = workdir = create_workdir(
-            Path(tempfile.gettempdir()), "hanzo-run-", command_owner(policy.sandbox_uid, policy.sandbox_gid)
-        )
+        # A private parent (0711) holds the fresh workdir and, in filesystem mode, its image (0700 inside).
+        fresh_root = Path(tempfile.mkdtemp(prefix="hanzo-run-root-", dir=tempfile.gettempdir()))
+        os.chmod(fresh_root, 0o711)
     stream = not args.json
     targets = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
     # Each stream on its own: `run ... | less` keeps stdout exact while stderr on the terminal is escaped.
@@ -158,20 +162,41 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         targets[name].write(escaper.feed(chunk) if escaper else chunk)
         targets[name].flush()
 
-    try:
-        result = anyio.run(
-            lambda: run_sandboxed(
+    async def run_once() -> ExecResult:
+        factory: WorkdirFactory | None = None
+        quota: WorkdirQuota | None = None
+        target = workdir
+        if fresh_root is not None:
+            factory = WorkdirFactory(
+                fresh_root,
+                command_owner(policy.sandbox_uid, policy.sandbox_gid),
+                QuotaLimits.of(policy.workdir_quota_mb, settings.sessions.workdir_inodes),
+                force_polled=settings.sessions.quota_mode == "polled",
+                disk_reserve_bytes=settings.sessions.disk_reserve_mb * 1024 * 1024,
+            )
+            quota = await factory.create("hanzo-run-")
+            target = quota.path
+        assert target is not None
+        try:
+            return await run_sandboxed(
                 sandbox,
-                policy.with_workdir(workdir),
+                policy.with_workdir(target),
                 command,
                 timeout_s=timeout,
                 output=settings.output,
                 on_output=echo if stream else None,
+                quota=quota,
             )
-        )
+        finally:
+            if factory is not None and quota is not None:
+                with anyio.CancelScope(shield=True):
+                    await factory.release(quota)
+
+    try:
+        result = anyio.run(run_once)
     finally:
-        if fresh is not None:
-            shutil.rmtree(fresh, ignore_errors=True)
+        if fresh_root is not None:
+            remove_tree(fresh_root)
     if args.json:
         print(result.model_dump_json(indent=2))
     else:

@@ -81,6 +81,17 @@ class SessionSettings(_Section):
     idle_ttl_s: float = Field(3600.0, gt=0, le=30 * 86400)
     max_sessions: int = Field(64, ge=1, le=100_000)
     root: Path | None = Field(None, description="Where workdirs live; None: a private temp directory.")
+    quota_mode: Literal["auto", "polled"] = Field(
+        "auto",
+        description="auto: a filesystem per workdir when the server is root with loop devices, else polled; "
+        "polled: always count the workdir in the background.",
+    )
+    workdir_inodes: int | None = Field(
+        None, ge=64, le=1 << 32, description="Files and directories a workdir may hold; None: 256 per MiB of quota."
+    )
+    disk_reserve_mb: int = Field(
+        1024, ge=0, le=1 << 30, description="Host disk kept free beyond every filesystem workdir's quota (MiB)."
+    )
 
 
 #: A client name from `[http] tokens`: what logs and the fairness layer call that client.

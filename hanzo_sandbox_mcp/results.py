@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from .protection import EffectiveProtection
@@ -31,7 +33,16 @@ class ExecResult(BaseModel):
     stdout_truncated_bytes: int = Field(0, description="Bytes of stdout dropped by the cap.")
     stderr_truncated_bytes: int = Field(0, description="Bytes of stderr dropped by the cap.")
     timed_out: bool = Field(False, description="The wall-clock timeout killed the process tree.")
-    quota_exceeded: bool = Field(False, description="The session's disk quota was exceeded and the call stopped.")
+    quota_exceeded: bool = Field(
+        False,
+        description="The workdir's disk quota (bytes or files) was exceeded: with quota_mode 'filesystem' its "
+        "filesystem was full at the end of the call (writes failed with ENOSPC, the command was not stopped); "
+        "with 'polled' the background count found it over the quota and the call was stopped.",
+    )
+    quota_mode: Literal["filesystem", "polled"] = Field(
+        description="How the quota was enforced: 'filesystem' (the workdir is a filesystem of its own, limited "
+        "by the kernel) or 'polled' (a background count of the workdir stops calls that exceed it)."
+    )
     duration_ms: float = Field(description="Wall-clock duration in milliseconds.")
     resource_usage: ResourceUsage | None = Field(None, description="CPU time and peak memory, when known.")
     protection: EffectiveProtection = Field(description="The protections that actually fired for this call.")

@@ -3,13 +3,16 @@
 The command is started through the launcher (see launcher.py) with its plan on a pipe. The runner then:
 streams stdout and stderr with a cap per stream (memory stays bounded however much a command prints),
 feeds stdin, reads the launcher's status pipe (what fired, exit status, rusage), enforces the wall-clock
-timeout and the session's disk quota, and on timeout, quota or cancellation kills the whole process tree
-with cleanup shielded from further cancellation.
+timeout, lets the workdir's quota (quota.py) supervise the call, and on timeout, quota or cancellation kills
+the whole process tree with cleanup shielded from further cancellation.
+
+Nothing on this path walks the workdir: a call costs the same whatever the workdir holds.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
 import os
 import signal
@@ -27,17 +30,16 @@ from .launch import LaunchReport, launcher_argv, seal
 from .launch_plan import LaunchPlan
 from .output import CappedBuffer
 from .policy import SandboxPolicy
+from .quota import PolledQuota, QuotaLimits, WorkdirQuota
 from .results import ExecResult, ResourceUsage
 from .sandbox.base import Attachment, NoAttachment, Sandbox, require_workdir
-from .workdir import directory_usage_bytes, resolve_inside
+from .workdir import resolve_inside
 
 __all__ = ["OutputCallback", "run_sandboxed"]
 
 OutputCallback = Callable[[str, bytes], Awaitable[None]]
 
 _READ_CHUNK = 64 * 1024
-_QUOTA_MIN_INTERVAL_S = 0.05
-_QUOTA_MAX_INTERVAL_S = 0.5
 _KILL_GRACE_S = 1.0
 _DRAIN_GRACE_S = 2.0
 
@@ -46,7 +48,9 @@ _DRAIN_GRACE_S = 2.0
 class _CallState:
     report: LaunchReport = dataclasses.field(default_factory=LaunchReport)
     timed_out: bool = False
-    quota_exceeded: bool = False
+    quota_stopped: bool = False
+    quota_excess: str | None = None
+    """Why the quota counts as exceeded (stopped by it, or the filesystem filled up), if it does."""
 
 
 def _validate_argv(argv: Sequence[str]) -> None:
@@ -132,22 +136,11 @@ async def _kill_tree(process: anyio.abc.Process, attachment: Attachment) -> None
         await process.wait()
 
 
-async def _watch_quota(
-    workdir: Path, limit_bytes: int, state: _CallState, process: anyio.abc.Process, attachment: Attachment
+async def _supervise_quota(
+    quota: WorkdirQuota, state: _CallState, process: anyio.abc.Process, attachment: Attachment
 ) -> None:
-    """Poll the workdir's size; the interval adapts to how long a walk takes (a big tree is walked less
-    often). RLIMIT_FSIZE (capped to the remaining quota) stops a single large write exactly; this catches
-    many files, at the cost of an overshoot bounded by what can be written between two polls."""
-    interval = _QUOTA_MIN_INTERVAL_S
-    while True:
-        await anyio.sleep(interval)
-        started = time.monotonic()
-        used = await anyio.to_thread.run_sync(directory_usage_bytes, workdir)
-        interval = min(_QUOTA_MAX_INTERVAL_S, max(_QUOTA_MIN_INTERVAL_S, 20 * (time.monotonic() - started)))
-        if used > limit_bytes:
-            state.quota_exceeded = True
-            await _kill_tree(process, attachment)
-            return
+    state.quota_excess = await quota.supervise(lambda: _kill_tree(process, attachment))
+    state.quota_stopped = True
 
 
 def _prepare(
@@ -166,12 +159,34 @@ def _prepare(
     return plan.replace(cwd=str(target))
 
 
-def _cap_file_size(plan: LaunchPlan, policy: SandboxPolicy, used_bytes: int) -> LaunchPlan:
-    """No single file may outgrow what is left of the session's disk quota (the kernel enforces it)."""
-    if "fsize" not in plan.rlimits:
+def _cap_file_size(plan: LaunchPlan, quota: WorkdirQuota) -> LaunchPlan:
+    """No single file may outgrow what the quota leaves (the kernel enforces RLIMIT_FSIZE exactly)."""
+    cap = quota.file_size_cap()
+    if "fsize" not in plan.rlimits or cap is None:
         return plan
-    remaining = max(0, policy.workdir_quota_mb * 1024 * 1024 - used_bytes)
-    return plan.replace(rlimits={**plan.rlimits, "fsize": min(plan.rlimits["fsize"], remaining)})
+    return plan.replace(rlimits={**plan.rlimits, "fsize": min(plan.rlimits["fsize"], cap)})
+
+
+def _out_of_descriptors(exc: OSError) -> RequestError:
+    return RequestError(
+        f"the server is out of file descriptors ({errno.errorcode.get(exc.errno or 0, 'EMFILE')}: too many calls "
+        "or connections at once), so the command did not run; retry in a few seconds"
+    )
+
+
+def _pipes() -> tuple[int, int, int, int]:
+    """(plan_r, plan_w, status_r, status_w); on failure every descriptor already made is closed."""
+    fds: list[int] = []
+    try:
+        for _ in range(2):
+            fds.extend(os.pipe())
+        os.set_blocking(fds[1], False)
+        os.set_blocking(fds[2], False)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds[0], fds[1], fds[2], fds[3]
 
 
 async def run_sandboxed(
@@ -185,28 +200,52 @@ async def run_sandboxed(
     output: OutputSettings | None = None,
     on_output: OutputCallback | None = None,
     env: Mapping[str, str] | None = None,
+    quota: WorkdirQuota | None = None,
 ) -> ExecResult:
     """Run `argv` confined by `sandbox` under `policy` (whose `session_workdir` must be set).
 
-    `cwd` is relative to the workdir and may not leave it. Raises `RequestError` for unusable arguments and
+    `cwd` is relative to the workdir and may not leave it. `quota` is the workdir's (a session's); without
+    one the workdir is counted during this call only, with the policy's `workdir_quota_mb`. Raises
+    `RequestError` for unusable arguments and when the server is out of file descriptors (retryable), and
     `SandboxUnavailable` when a strict policy's layer could not be applied (the command did not run).
     Cancellation kills the process tree before it propagates.
     """
     if not math.isfinite(timeout_s) or timeout_s <= 0:
         raise RequestError("timeout_s must be a positive number of seconds")
     output = output or OutputSettings()
-    plan = _prepare(sandbox, policy, argv, cwd, env)
-    workdir = require_workdir(policy)
-    plan = _cap_file_size(plan, policy, await anyio.to_thread.run_sync(directory_usage_bytes, workdir))
-    plan, report = seal(plan)  # a fresh token: the status pipe accepts only this call's launcher
+    adhoc = quota is None
+    if quota is None:  # a directory of the caller's (`run --workdir`, tests): counted for this call only
+        quota = PolledQuota(require_workdir(policy), QuotaLimits.of(policy.workdir_quota_mb), owned=False)
+    try:
+        plan = _cap_file_size(_prepare(sandbox, policy, argv, cwd, env), quota)
+        plan, report = seal(plan)  # a fresh token: the status pipe accepts only this call's launcher
+        return await _run(sandbox, policy, plan, report, stdin, timeout_s, output, on_output, quota)
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            raise _out_of_descriptors(exc) from None
+        raise
+    finally:
+        if adhoc and isinstance(quota, PolledQuota):
+            with anyio.CancelScope(shield=True):
+                await quota.close()
+
+
+async def _run(
+    sandbox: Sandbox,
+    policy: SandboxPolicy,
+    plan: LaunchPlan,
+    report: LaunchReport,
+    stdin: bytes | None,
+    timeout_s: float,
+    output: OutputSettings,
+    on_output: OutputCallback | None,
+    quota: WorkdirQuota,
+) -> ExecResult:
     stdout = CappedBuffer(output.max_stdout_bytes)
     stderr = CappedBuffer(output.max_stderr_bytes)
     state = _CallState(report=report)
 
-    plan_r, plan_w = os.pipe()
-    status_r, status_w = os.pipe()
-    os.set_blocking(plan_w, False)
-    os.set_blocking(status_r, False)
+    plan_r, plan_w, status_r, status_w = _pipes()
     started = time.monotonic()
     try:
         process = await anyio.open_process(
@@ -236,8 +275,7 @@ async def run_sandboxed(
             status_r,
             stdin,
             timeout_s,
-            policy,
-            workdir,
+            quota,
             stdout,
             stderr,
             state,
@@ -251,8 +289,10 @@ async def run_sandboxed(
         peak = attachment.memory_peak_bytes() if attachment else None
         if attachment is not None:
             attachment.release()
+    if state.quota_excess is None:
+        state.quota_excess = quota.full_after_call()
     duration_ms = (time.monotonic() - started) * 1000
-    return _result(sandbox, policy, state, stdout, stderr, duration_ms, peak)
+    return _result(sandbox, policy, state, stdout, stderr, duration_ms, peak, quota)
 
 
 async def _supervise(
@@ -262,8 +302,7 @@ async def _supervise(
     status_r: int,
     stdin: bytes | None,
     timeout_s: float,
-    policy: SandboxPolicy,
-    workdir: Path,
+    quota: WorkdirQuota,
     stdout: CappedBuffer,
     stderr: CappedBuffer,
     state: _CallState,
@@ -278,9 +317,7 @@ async def _supervise(
         io_group.start_soon(_pump, process.stderr, stderr, "stderr", on_output)
         io_group.start_soon(_feed_stdin, process.stdin, stdin)
         async with anyio.create_task_group() as watch_group:
-            watch_group.start_soon(
-                _watch_quota, workdir, policy.workdir_quota_mb * 1024 * 1024, state, process, attachment
-            )
+            watch_group.start_soon(_supervise_quota, quota, state, process, attachment)
             with anyio.move_on_after(timeout_s) as deadline:
                 await process.wait()
             if deadline.cancelled_caught:
@@ -299,6 +336,7 @@ def _result(
     stderr: CappedBuffer,
     duration_ms: float,
     peak_bytes: int | None,
+    quota: WorkdirQuota,
 ) -> ExecResult:
     report = state.report
     if report.abort and report.abort_strict:
@@ -307,14 +345,14 @@ def _result(
     exit_code = exit_info.get("exit_code")
     signum = exit_info.get("signal")
     error = report.abort or report.exec_failed
-    if state.timed_out or state.quota_exceeded:
+    if state.timed_out or state.quota_stopped:
         exit_code, signum = None, signal.SIGKILL
     elif report.exit is None and error is not None:
         exit_code = 125  # the launcher stopped before the command ran (like env's "cannot run" status)
-    if state.quota_exceeded:
-        error = (
-            f"the session's disk quota of {policy.workdir_quota_mb} MiB was exceeded; the call was stopped"
-        )
+    if state.quota_stopped:
+        error = f"{state.quota_excess}; the call was stopped"
+    elif state.quota_excess is not None and error is None:
+        error = f"{state.quota_excess}: writes failed with 'No space left on device' (the command was not stopped)"
     usage = None
     if report.exit is not None:
         peak_kb = int(exit_info.get("peak_rss_kb") or 0)
@@ -336,7 +374,8 @@ def _result(
         stdout_truncated_bytes=stdout.dropped,
         stderr_truncated_bytes=stderr.dropped,
         timed_out=state.timed_out,
-        quota_exceeded=state.quota_exceeded,
+        quota_exceeded=state.quota_excess is not None,
+        quota_mode=quota.mode,
         duration_ms=round(duration_ms, 3),
         resource_usage=usage,
         protection=sandbox.report(report, policy),

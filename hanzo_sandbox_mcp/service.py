@@ -131,10 +131,16 @@ class RunResult(ExecResult):
                 "was killed; the partial output is in the result. Pass a larger timeout_s (up to the "
                 "server's max_timeout_s, see capabilities), or make the command do less per call."
             )
+        if self.quota_exceeded and self.quota_mode == "filesystem":
+            return (
+                "the session's filesystem is full (its disk quota or its file limit, see capabilities): "
+                "writes failed with 'No space left on device' and the command was not stopped; delete files "
+                "you no longer need (or use a new session) and try again"
+            )
         if self.quota_exceeded:
             return (
-                "the session workdir exceeded its disk quota and the call was stopped; delete files you "
-                "no longer need (or use a new session) and try again"
+                "the session workdir went over its disk quota or its file limit (see capabilities) and the "
+                "call was stopped; delete files you no longer need (or use a new session) and try again"
             )
         if self.error:
             return f"the command could not run as asked: {self.error}"
@@ -249,7 +255,14 @@ class Limits(BaseModel):
     max_open_fds: int
     max_file_sz_mb: int
     tmp_size_mb: int
-    workdir_quota_mb: int = Field(description="Disk quota of a session workdir (the call is stopped above it).")
+    workdir_quota_mb: int = Field(description="Disk quota of a session workdir (MiB).")
+    workdir_inodes: int = Field(description="Files and directories a session workdir may hold.")
+    quota_mode: Literal["filesystem", "polled"] = Field(
+        description="'filesystem': each workdir is a filesystem of its own, so writes past the quota fail "
+        "(ENOSPC) and the command goes on; 'polled': a background count stops a call that takes the workdir "
+        "over the quota (it may overshoot by what is written between two counts)."
+    )
+    quota_mode_reason: str = Field(description="Why this quota mode (what this machine offers).")
     default_timeout_s: float
     max_timeout_s: float = Field(description="Largest timeout_s accepted; a larger one is refused.")
     max_concurrent_calls: int
@@ -310,6 +323,7 @@ class SandboxService:
             max_calls_per_session=settings.exec.max_concurrent_calls_per_session,
             owner=command_owner(settings.policy.sandbox_uid, settings.policy.sandbox_gid),
             clock=clock,
+            workdir_quota_mb=settings.policy.workdir_quota_mb,
         )
         self._task_group: anyio.abc.TaskGroup | None = None
         self._audit = _AuditLog(settings.audit_log) if settings.audit_log is not None else None
@@ -348,7 +362,10 @@ class SandboxService:
         while True:
             wait = self.sessions.seconds_until_next_expiry()
             await anyio.sleep(min(ttl, 60.0) if wait is None else min(wait + 0.05, 60.0))
-            await self.sessions.expire_idle()
+            try:
+                await self.sessions.expire_idle()
+            except Exception:  # a background task never takes the service (and every session) down
+                _log.exception("expiring idle sessions failed; retrying at the next sweep")
 
     # -- sessions --------------------------------------------------------------------------------------
 
@@ -516,6 +533,7 @@ class SandboxService:
                 timeout_s=timeout_s,
                 output=self.settings.output,
                 on_output=on_output,
+                quota=session.quota,
             )
         except Exception as exc:
             self._audit_call(tool, session, audit_text, None, error=str(exc))
@@ -580,6 +598,7 @@ class SandboxService:
             lambda: (self.sandbox.effective(policy), self.sandbox.layers())
         )
         uname = os.uname()
+        quota_mode, quota_reason = await self.sessions.quota_mode()
         return Capabilities(
             platform=f"{sys.platform} {uname.release} {uname.machine}",
             sandbox=self.sandbox.name,
@@ -596,6 +615,9 @@ class SandboxService:
                 max_file_sz_mb=policy.max_file_sz_mb,
                 tmp_size_mb=policy.tmp_size_mb,
                 workdir_quota_mb=policy.workdir_quota_mb,
+                workdir_inodes=self.sessions.limits.inodes,
+                quota_mode=quota_mode,
+                quota_mode_reason=quota_reason,
                 default_timeout_s=settings.exec.default_timeout_s,
                 max_timeout_s=settings.exec.max_timeout_s,
                 max_concurrent_calls=settings.exec.max_concurrent_calls,

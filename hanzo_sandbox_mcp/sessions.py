@@ -18,7 +18,13 @@ Lifetime rules (the tool descriptions repeat them to the model):
   `SessionLimitReached`;
 - `close()` ends a session at once: its running calls are cancelled (the runner kills their process
   trees), then its workdir is deleted;
-- `aclose()` (server shutdown, SIGTERM, stdin EOF) deletes every workdir and the sessions root.
+- `aclose()` (server shutdown, SIGTERM, stdin EOF) deletes every workdir and the sessions root;
+  if the server dies instead (SIGKILL, a crash), its watchdog does (reaper.py).
+
+Ending a session never raises and never leaves the manager broken, whatever the model left in the
+workdir: a workdir that cannot be deleted yet is logged and retried on the next expiry sweep and at
+shutdown. Each workdir has its quota (quota.py): a filesystem of its own when the server is root, else a
+background count.
 
 Layout and ownership, chosen so one session's command cannot read another's files even without Landlock:
 the sessions root is mode 0711 and owned by the server (a command can traverse it to reach its own
@@ -39,13 +45,11 @@ import logging
 import os
 import re
 import secrets
-import shutil
-import stat
 import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -58,7 +62,10 @@ from .config import SessionSettings
 from .errors import RequestError, SessionLimitReached, SessionNotFound
 from .filenames import display_path, quoted, unescape_name
 from .linux.paths import reachable_by
-from .workdir import create_workdir
+from .policy import SandboxPolicy
+from .quota import QuotaLimits, QuotaMode, WorkdirFactory, WorkdirQuota
+from .reaper import ClaimedRoot, claim_root
+from .treewalk import remove_tree
 
 __all__ = [
     "CREATE_WAIT_S",
@@ -69,7 +76,6 @@ __all__ = [
     "new_session_id",
     "open_beneath",
     "relative_parts",
-    "remove_tree",
     "validate_session_id",
 ]
 
@@ -112,6 +118,8 @@ class Session:
     """Monotonic time of the last call's end (or of creation)."""
     limiter: anyio.CapacityLimiter
     """Bounds the calls running at once in this session."""
+    quota: WorkdirQuota
+    """The workdir's quota: how it is enforced, and how the workdir is removed."""
     owner: str = LOCAL.key
     """The key of the client that made it (`clients.ClientId.key`)."""
     reused: bool = False
@@ -151,9 +159,11 @@ class SessionManager:
         max_calls_per_session: int,
         owner: tuple[int, int],
         clock: Callable[[], float] = time.monotonic,
+        workdir_quota_mb: int = SandboxPolicy().workdir_quota_mb,
         create_wait_s: float = CREATE_WAIT_S,
     ) -> None:
         self.settings = settings
+        self.limits = QuotaLimits.of(workdir_quota_mb, settings.workdir_inodes)
         self._max_calls = max_calls_per_session
         self._owner = owner
         self._clock = clock
@@ -167,6 +177,10 @@ class SessionManager:
         self._room: anyio.Event | None = None
         """Set (and dropped) when a session ends or goes idle: creators waiting for room look again."""
         self._root: Path | None = None
+        self._workdirs: WorkdirFactory | None = None
+        self._leftovers: list[WorkdirQuota] = []
+        """Workdirs of ended sessions whose removal failed: retried by the sweep and at shutdown."""
+        self._claim: ClaimedRoot | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -192,10 +206,17 @@ class SessionManager:
         else:
             parent = _default_parent()
         # A fresh directory per server process, so two servers sharing a configured root never touch
-        # each other's workdirs, and shutdown can remove the whole tree.
-        root = Path(tempfile.mkdtemp(prefix="hanzo-sandbox-", dir=parent))
-        os.chmod(root, _ROOT_MODE)
-        self._root = root
+        # each other's workdirs, and shutdown can remove the whole tree. It is locked for as long as this
+        # server lives, and its watchdog removes it if the server dies without cleaning up (reaper.py).
+        self._claim = claim_root(str(parent))
+        root = self._root = Path(self._claim.path)
+        self._workdirs = WorkdirFactory(
+            root,
+            self._owner,
+            self.limits,
+            force_polled=self.settings.quota_mode == "polled",
+            disk_reserve_bytes=self.settings.disk_reserve_mb * 1024 * 1024,
+        )
         uid, gid = self._owner
         if uid != os.geteuid() and not reachable_by(root, uid, gid):
             _log.warning(
@@ -211,9 +232,16 @@ class SessionManager:
         with anyio.CancelScope(shield=True):
             for session in list(self._sessions.values()):
                 await self._end(session, "the server shut down")
+            await self.retry_removals()
             if self._root is not None:
                 root, self._root = self._root, None
-                await anyio.to_thread.run_sync(remove_tree, root)
+                # Never crosses into a filesystem still mounted there: a stuck workdir stays, logged.
+                if not await anyio.to_thread.run_sync(remove_tree, root):
+                    _log.warning("the sessions root %s could not be removed completely", root)
+            if self._claim is not None:
+                # The watchdog sees the end of its pipe: it exits, or removes what could not be removed.
+                claim, self._claim = self._claim, None
+                await anyio.to_thread.run_sync(claim.release)
 
     # -- lookup and creation ---------------------------------------------------------------------------
 
@@ -228,15 +256,16 @@ class SessionManager:
         SessionLimitReached when there is none."""
         await self._make_room(owner)
         session_id = new_session_id()
-        workdir = self._make_workdir()
+        quota = await self._factory().create()
         now = self._clock()
         session = Session(
             id=session_id,
-            workdir=workdir,
+            workdir=quota.path,
             kind=kind,
             created=now,
             last_used=now,
             limiter=anyio.CapacityLimiter(self._max_calls),
+            quota=quota,
             owner=owner,
         )
         self._sessions[session_id] = session
@@ -351,7 +380,14 @@ class SessionManager:
         expired = [s for s in self._sessions.values() if not s.busy and now - s.last_used > ttl]
         for session in expired:
             await self._end(session, f"expired after {ttl:g} s without a call")
+        await self.retry_removals()
         return [s.id for s in expired]
+
+    async def retry_removals(self) -> None:
+        """Try again to delete the workdirs whose removal failed before."""
+        pending, self._leftovers = self._leftovers, []
+        for quota in pending:
+            await self._remove(quota)
 
     def seconds_until_next_expiry(self) -> float | None:
         """How long until the earliest idle session expires (None when none is idle)."""
@@ -376,8 +412,19 @@ class SessionManager:
                 for scope in list(session._scopes):
                     scope.cancel()
                 await session._idle.wait()
-            await anyio.to_thread.run_sync(remove_tree, session.workdir)
+            await self._remove(session.quota)
         _log.info("session %s ended: %s", _short(session.id), reason)
+
+    async def _remove(self, quota: WorkdirQuota) -> None:
+        # Never raises: a model-made tree must not end the caller (the sweep, a close, the shutdown).
+        try:
+            done = await self._factory().release(quota)
+        except Exception as exc:
+            _log.warning("removing the workdir %s failed: %s", quota.path, exc)
+            done = False
+        if not done:
+            _log.warning("the workdir %s is not removed yet; it will be retried", quota.path)
+            self._leftovers.append(quota)
 
     def _remember(self, session_id: str, reason: str) -> None:
         self._forgotten[session_id] = reason
@@ -418,8 +465,14 @@ class SessionManager:
 
     # -- workdirs --------------------------------------------------------------------------------------
 
-    def _make_workdir(self) -> Path:
-        return create_workdir(self.root, "w-", self._owner)
+    def _factory(self) -> WorkdirFactory:
+        if self._workdirs is None:
+            raise RuntimeError("SessionManager.open() has not been called")
+        return self._workdirs
+
+    async def quota_mode(self) -> tuple[QuotaMode, str]:
+        """How workdir quotas are enforced here ('filesystem' or 'polled') and why."""
+        return await self._factory().mode()
 
 
 def _closed_during(session: Session, *, admitted: bool) -> SessionNotFound:
@@ -537,29 +590,3 @@ def _path_error(path: str, exc: OSError) -> RequestError:
     if exc.errno == errno.ENAMETOOLONG:
         return RequestError(f"{shown} has a component longer than the 255-byte limit of a file name")
     return RequestError(f"{shown} cannot be opened: {exc.strerror}")
-
-
-def remove_tree(path: Path) -> None:
-    """Delete a workdir the model filled, whatever it did to it (mode 000 directories included).
-
-    `shutil.rmtree` works on descriptors on Linux and never follows a symbolic link out of the tree. An
-    entry it cannot remove is answered by making that directory (never a link) and its parent writable
-    and searchable again, then trying once more: each round unlocks one more level of nesting.
-    """
-    for _ in range(64):
-        if not os.path.lexists(path):
-            return
-        failed: list[str] = []
-
-        def note(_func: object, name: str, _exc: object, failed: list[str] = failed) -> None:
-            failed.append(name)
-
-        shutil.rmtree(path, onerror=note)
-        if not failed:
-            return
-        for name in failed:
-            for candidate in (os.path.dirname(name), name):
-                with suppress(OSError):
-                    if stat.S_ISDIR(os.lstat(candidate).st_mode):
-                        os.chmod(candidate, 0o700)
-    _log.warning("could not remove %s completely", path)

@@ -1,15 +1,17 @@
-"""Safe handling of a session workdir, a directory the model controls (it may plant symlinks)."""
+"""Safe handling of a session workdir, a directory the model controls (it may plant symlinks).
+
+Measuring and deleting the tree is treewalk.py's job, bounding it quota.py's.
+"""
 
 from __future__ import annotations
 
 import os
-import stat
 import tempfile
 from pathlib import Path
 
 from .errors import RequestError
 
-__all__ = ["command_owner", "create_workdir", "directory_usage_bytes", "resolve_inside"]
+__all__ = ["command_owner", "create_workdir", "resolve_inside"]
 
 
 def resolve_inside(workdir: Path, relative: Path | str | None) -> Path:
@@ -28,27 +30,6 @@ def resolve_inside(workdir: Path, relative: Path | str | None) -> Path:
     if not target.is_dir():
         raise RequestError(f"cwd {text!r} is not a directory in the session workdir; create it first")
     return target
-
-
-def directory_usage_bytes(root: Path) -> int:
-    """Disk blocks used below `root`, never following symlinks (the model controls the tree)."""
-    total = 0
-    stack = [str(root)]
-    while stack:
-        current = stack.pop()
-        try:
-            with os.scandir(current) as entries:
-                for entry in entries:
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    total += st.st_blocks * 512
-                    if stat.S_ISDIR(st.st_mode):
-                        stack.append(entry.path)
-        except OSError:
-            continue
-    return total
 
 
 def command_owner(policy_uid: int, policy_gid: int) -> tuple[int, int]:

@@ -9,7 +9,13 @@ machine to machine; the ratios are the result:
     run_command / echo   what sandboxing a command costs on top of one MCP round trip
     run_command / spawn  the same against a bare `/bin/true` spawn (anyio.run_process) in this process
 
-Usage: tools/bench_roundtrip.py [--calls N] [--warmup N] [--json]
+With `--by-workdir-size`, it measures instead how the round trip depends on what the workdir holds: one
+server per quota mode ("filesystem": a filesystem per workdir, as root; "polled": a background count),
+each with an empty session and a session holding `--files` files, called alternately in the same run:
+
+    mode        empty ms   100000 files ms   ratio   create_session ms
+
+Usage: tools/bench_roundtrip.py [--calls N] [--warmup N] [--json] [--by-workdir-size [--files N]]
 """
 
 from __future__ import annotations
@@ -106,18 +112,101 @@ async def _measure(calls: int, warmup: int) -> dict[str, Any]:
     }
 
 
+_FILL = (
+    "import os\n"
+    "for d in range({dirs}):\n"
+    "    os.mkdir(f'd{{d}}')\n"
+    "    for f in range(1000):\n"
+    "        open(f'd{{d}}/f{{f}}', 'w').close()\n"
+)
+
+
+def _server(home: str, quota_mode: str) -> Any:
+    from mcp import StdioServerParameters
+
+    config = Path(home) / f"{quota_mode}.toml"
+    config.write_text(f'[sessions]\nquota_mode = "{quota_mode}"\n[exec]\npython = "/usr/bin/python3"\n')
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": home,
+        "PYTHONPATH": str(REPO_ROOT),
+        "LANG": "C.UTF-8",
+    }
+    args = ["-m", "hanzo_sandbox_mcp", "serve", "--config", str(config)]
+    return StdioServerParameters(command=sys.executable, args=args, env=env, cwd=str(REPO_ROOT))
+
+
+async def _measure_sizes(calls: int, warmup: int, files: int) -> dict[str, Any]:
+    from mcp import Client
+
+    rows: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as home:
+        for quota_mode in ("auto", "polled"):
+            async with Client(_server(home, quota_mode)) as server:
+                caps = (await server.call_tool("capabilities", {})).structured_content or {}
+                mode = caps.get("limits", {}).get("quota_mode", quota_mode)
+                create_ms: list[float] = []
+                for _ in range(max(10, calls // 4)):  # cold creation: a new workdir (a filesystem, when root)
+                    start = time.perf_counter()
+                    made = await server.call_tool("create_session", {})
+                    create_ms.append((time.perf_counter() - start) * 1000)
+                    closing = (made.structured_content or {})["session_id"]
+                    await server.call_tool("close_session", {"session_id": closing})
+                sessions = []
+                for _ in range(2):
+                    made = await server.call_tool("create_session", {})
+                    sessions.append((made.structured_content or {})["session_id"])
+                code = _FILL.format(dirs=files // 1000)
+                filled = await server.call_tool("run_python", {"code": code, "session_id": sessions[1]})
+                if filled.is_error:
+                    raise SystemExit(f"filling the workdir failed: {filled.content}")
+                samples: dict[str, list[float]] = {"empty": [], "full": []}
+                for index in range(warmup + calls):
+                    for label, session_id in zip(("empty", "full"), sessions, strict=True):
+                        start = time.perf_counter()
+                        result = await server.call_tool("run_command", {"command": "true", "session_id": session_id})
+                        elapsed = (time.perf_counter() - start) * 1000
+                        if result.is_error:
+                            raise SystemExit(f"a call failed: {result.content}")
+                        if index >= warmup:
+                            samples[label].append(elapsed)
+                empty, full = _summary(samples["empty"]), _summary(samples["full"])
+                ratio = full["median_ms"] / empty["median_ms"]
+                rows[mode] = {"empty": empty, "full": full, "ratio": ratio, "create_session": _summary(create_ms)}
+    return {"calls": calls, "files": files, "modes": rows}
+
+
+def _print_sizes(report: dict[str, Any]) -> None:
+    files = report["files"]
+    print(f"stdio round trip of run_command 'true' by workdir size, {report['calls']} calls each (medians)")
+    print(f"  {'quota mode':<12} {'empty ms':>9} {f'{files} files ms':>16} {'ratio':>7} {'create_session ms':>18}")
+    for mode, row in report["modes"].items():
+        empty, full, create = row["empty"]["median_ms"], row["full"]["median_ms"], row["create_session"]["median_ms"]
+        print(f"  {mode:<12} {empty:9.2f} {full:16.2f} {row['ratio']:6.2f}x {create:18.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=100, help="measured calls per tool (default 100)")
     parser.add_argument("--warmup", type=int, default=10, help="unmeasured calls first (default 10)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--baseline-server", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--by-workdir-size", action="store_true", help="empty vs --files files, per quota mode")
+    parser.add_argument("--files", type=int, default=100_000, help="files in the full workdir (default 100000)")
     args = parser.parse_args()
     if args.baseline_server:
         _baseline_server()
         return
     sys.path.insert(0, str(REPO_ROOT))
     import anyio
+
+    if args.by_workdir_size:
+        sizes = anyio.run(_measure_sizes, args.calls, args.warmup, args.files)
+        if args.json:
+            print(json.dumps(sizes, indent=2))
+        else:
+            _print_sizes(sizes)
+        return
 
     report = anyio.run(_measure, args.calls, args.warmup)
     if args.json:

@@ -49,6 +49,9 @@ Transport = Literal["memory", "stdio", "http", "sse"]
 BASE_CONFIG: dict[str, Any] = {
     "log_level": "WARNING",
     "exec": {"python": SYSTEM_PYTHON, "default_timeout_s": 30.0, "max_timeout_s": 120.0},
+    # A root server gives each session a filesystem of this size and refuses sessions the free disk could
+    # not hold (quota.py): small quotas keep tests that open many sessions independent of the disk's size.
+    "policy": {"workdir_quota_mb": 128},
 }
 
 

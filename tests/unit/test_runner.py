@@ -415,3 +415,114 @@ async def test_an_unreachable_extra_read_path_does_not_disable_landlock(
     assert result.exit_code == 0
     assert result.protection.fs_isolated is True, result.protection.missing
     assert result.protection.landlock_abi is not None, result.protection.missing
+
+
+# --- file descriptors and the quota -------------------------------------------------------------------
+
+_FD_SHORTAGE_PROBE = """
+import anyio, json, os, sys
+from pathlib import Path
+from hanzo_sandbox_mcp.errors import RequestError
+from hanzo_sandbox_mcp.linux.sandbox import LinuxSandbox
+from hanzo_sandbox_mcp.policy import SandboxPolicy
+from hanzo_sandbox_mcp.runner import run_sandboxed
+
+sandbox = LinuxSandbox()
+policy = SandboxPolicy().with_workdir(Path(sys.argv[1]))
+env = {"PATH": "/usr/bin:/bin"}
+
+async def call():
+    return await run_sandboxed(sandbox, policy, ["true"], timeout_s=30, env=env)
+
+def fill():
+    # every free descriptor, opened until EMFILE
+    held = []
+    try:
+        while True:
+            held.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError:
+        return held
+
+def spare():
+    # how many descriptors are still free (needs none itself)
+    held = fill()
+    for fd in held:
+        os.close(fd)
+    return len(held)
+
+async def main():
+    print(json.dumps({"warm": (await call()).exit_code}))
+    for free in (2, 0, 2, 2):
+        held = fill()
+        for fd in held[len(held) - free :]:
+            os.close(fd)
+        del held[len(held) - free :]
+        try:
+            await call()
+            outcome = "ran"
+        except RequestError as exc:
+            outcome = str(exc)
+        left = spare()
+        for fd in held:
+            os.close(fd)
+        print(json.dumps({"free": free, "outcome": outcome, "leaked": free - left}))
+
+anyio.run(main)
+"""
+
+
+def test_an_fd_shortage_is_a_retryable_error_and_leaks_nothing(workdir: Path) -> None:
+    """Issue 9: when the second os.pipe() failed, the first pair stayed open (10 -> 12 -> 14)."""
+    import json
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        ["/bin/sh", "-c", 'ulimit -n 256 && exec "$0" -c "$1" "$2"', sys.executable, _FD_SHORTAGE_PROBE, str(workdir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        check=False,
+    )
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert rows and rows[0] == {"warm": 0}, proc.stderr  # control: the same call runs with fds to spare
+    assert len(rows) == 5, proc.stderr
+    for row in rows[1:]:
+        assert "out of file descriptors" in row["outcome"] and "retry" in row["outcome"], row
+        assert row["leaked"] == 0, row
+
+
+async def test_a_polled_quota_stops_the_call_and_says_so(sandbox: Any, workdir: Path) -> None:
+    from hanzo_sandbox_mcp.quota import PolledQuota, QuotaLimits
+
+    quota = PolledQuota(workdir, QuotaLimits(bytes=2 * 1024 * 1024, inodes=10_000), owned=False)
+    try:
+        script = "for i in $(seq 1 100); do head -c 1M /dev/zero > f$i; sleep 0.05; done; echo FINISHED"
+        result = await _run(sandbox, workdir, ["sh", "-c", script], quota=quota, timeout_s=60)
+    finally:
+        await quota.close()
+    assert result.quota_exceeded and result.quota_mode == "polled", result
+    assert "FINISHED" not in result.stdout
+    assert result.signal == signal.SIGKILL
+    assert result.error is not None and "over its quota of 2 MiB" in result.error and "stopped" in result.error
+
+
+async def test_a_call_that_frees_space_is_not_stopped_for_an_old_excess(sandbox: Any, workdir: Path) -> None:
+    """Over the quota but shrinking: a clean-up call runs to its end."""
+    from hanzo_sandbox_mcp.quota import PolledQuota, QuotaLimits
+
+    (workdir / "big").write_bytes(b"x" * (3 * 1024 * 1024))
+    quota = PolledQuota(workdir, QuotaLimits(bytes=2 * 1024 * 1024, inodes=10_000), owned=False)
+    try:
+        quota.begin()
+        quota.end()
+        with anyio.fail_after(20):
+            while quota.counts == 0:
+                await anyio.sleep(0.02)
+        result = await _run(sandbox, workdir, ["sh", "-c", "sleep 0.5; rm big; sleep 0.3; echo CLEANED"], quota=quota)
+    finally:
+        await quota.close()
+    assert "CLEANED" in result.stdout and not result.quota_exceeded, result

@@ -375,6 +375,7 @@ def _result(stdout: str, stderr: str = "") -> RunResult:
         stdout=stdout,
         stderr=stderr,
         duration_ms=1.0,
+        quota_mode="polled",
         protection=EffectiveProtection(
             fs_isolated=False, network_isolated=False, rlimits_applied=False, sandbox="null", network="full"
         ),

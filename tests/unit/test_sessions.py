@@ -18,9 +18,9 @@ from hanzo_sandbox_mcp.sessions import (
     new_session_id,
     open_beneath,
     relative_parts,
-    remove_tree,
     validate_session_id,
 )
+from hanzo_sandbox_mcp.treewalk import remove_tree
 from hanzo_sandbox_mcp.workdir import command_owner
 
 pytestmark = pytest.mark.anyio
@@ -140,6 +140,59 @@ def test_default_root_is_outside_tmp(clock: FakeClock) -> None:
         assert not str(root).startswith("/tmp/")
     finally:
         remove_tree(root)
+
+
+async def test_quota_mode_is_a_filesystem_as_root_else_polled(manager: SessionManager) -> None:
+    mode, why = await manager.quota_mode()
+    if os.geteuid() == 0 and os.path.exists("/dev/loop-control"):
+        assert mode == "filesystem", why
+    else:
+        assert mode == "polled" and why
+    session = await manager.create()
+    assert session.quota.mode == mode
+    assert os.path.ismount(session.workdir) == (mode == "filesystem")
+
+
+async def test_quota_mode_polled_when_configured(tmp_path: Path, clock: FakeClock) -> None:
+    sessions = _manager(tmp_path, clock, quota_mode="polled")
+    sessions.open()
+    try:
+        assert await sessions.quota_mode() == ("polled", 'configured: sessions.quota_mode = "polled"')
+        session = await sessions.create()
+        assert session.quota.mode == "polled" and not os.path.ismount(session.workdir)
+    finally:
+        await sessions.aclose()
+
+
+@pytest.mark.parametrize(("quota_mb", "inodes", "expected"), [(1024, None, 262_144), (4, None, 1024), (4, 5000, 5000)])
+def test_the_inode_limit_defaults_to_256_per_mib(
+    tmp_path: Path, clock: FakeClock, quota_mb: int, inodes: int | None, expected: int
+) -> None:
+    sessions = SessionManager(
+        SessionSettings(root=tmp_path, workdir_inodes=inodes),
+        max_calls_per_session=1,
+        owner=command_owner(65534, 65534),
+        workdir_quota_mb=quota_mb,
+    )
+    assert sessions.limits.inodes == expected
+    assert sessions.limits.bytes == quota_mb * 1024 * 1024
+
+
+async def test_ending_a_session_never_raises_and_its_removal_is_retried(
+    manager: SessionManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session = await manager.create()
+    real = session.quota.release
+
+    async def broken() -> bool:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(session.quota, "release", broken)
+    await manager.close(session.id)
+    assert session.workdir.exists()
+    monkeypatch.setattr(session.quota, "release", real)
+    await manager.expire_idle()
+    assert not session.workdir.exists()
 
 
 # -- lookup, expiry, eviction ----------------------------------------------------------------------------
@@ -352,32 +405,3 @@ def test_open_beneath_does_not_hang_on_a_fifo(workdir: Path) -> None:
 def test_open_beneath_names_a_missing_file(workdir: Path) -> None:
     with pytest.raises(RequestError, match="does not exist"):
         _read(workdir, "nope.txt")
-
-
-# -- deleting what the model left ------------------------------------------------------------------------
-
-
-def test_remove_tree_deletes_locked_directories(tmp_path: Path) -> None:
-    top = tmp_path / "w"
-    (top / "a" / "b").mkdir(parents=True)
-    (top / "a" / "b" / "f").write_text("x")
-    os.chmod(top / "a" / "b", 0)
-    os.chmod(top / "a", 0o500)
-    remove_tree(top)
-    assert not top.exists()
-
-
-def test_remove_tree_never_follows_a_link_out(tmp_path: Path) -> None:
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    (outside / "keep.txt").write_text("keep")
-    top = tmp_path / "w"
-    top.mkdir()
-    (top / "link").symlink_to(outside)
-    remove_tree(top)
-    assert not top.exists()
-    assert (outside / "keep.txt").read_text() == "keep"
-
-
-def test_remove_tree_of_a_missing_path_is_a_no_op(tmp_path: Path) -> None:
-    remove_tree(tmp_path / "missing")

@@ -1,5 +1,5 @@
-"""Workdir helpers: `resolve_inside` refuses every way out of the workdir (the model plants symlinks),
-`directory_usage_bytes` never follows links, and workdirs are private and owned by the command's uid."""
+"""Workdir helpers: `resolve_inside` refuses every way out of the workdir (the model plants symlinks), and
+workdirs are private and owned by the command's uid. Measuring a tree: test_treewalk.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hanzo_sandbox_mcp.errors import RequestError
-from hanzo_sandbox_mcp.workdir import command_owner, create_workdir, directory_usage_bytes, resolve_inside
+from hanzo_sandbox_mcp.workdir import command_owner, create_workdir, resolve_inside
 
 IS_ROOT = os.geteuid() == 0
 
@@ -109,64 +109,6 @@ def test_a_dangling_symlink_is_refused(workdir: Path) -> None:
     (workdir / "dangling").symlink_to("does-not-exist")
     with pytest.raises(RequestError, match="not a directory"):
         resolve_inside(workdir, "dangling")
-
-
-# --- directory_usage_bytes -----------------------------------------------------------------------------
-
-
-def _blocks(path: Path) -> int:
-    return os.lstat(path).st_blocks * 512
-
-
-def test_usage_of_an_empty_directory_is_zero(tmp_path: Path) -> None:
-    assert directory_usage_bytes(tmp_path) == 0
-
-
-def test_usage_counts_files_and_directories_recursively(tmp_path: Path) -> None:
-    nested = tmp_path / "a" / "b"
-    nested.mkdir(parents=True)
-    (tmp_path / "top").write_bytes(os.urandom(100_000))
-    (nested / "deep").write_bytes(os.urandom(300_000))
-    expected = sum(_blocks(p) for p in (tmp_path / "a", nested, tmp_path / "top", nested / "deep"))
-    assert directory_usage_bytes(tmp_path) == expected
-    assert expected >= 400_000
-
-
-def test_usage_counts_disk_blocks_not_the_apparent_size_of_sparse_files(tmp_path: Path) -> None:
-    sparse = tmp_path / "sparse"
-    with open(sparse, "wb") as handle:
-        handle.truncate(1 << 30)
-    assert directory_usage_bytes(tmp_path) == _blocks(sparse)
-    assert directory_usage_bytes(tmp_path) < 1 << 20
-
-
-def test_usage_never_follows_symlinks(tmp_path: Path) -> None:
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    (outside / "big").write_bytes(os.urandom(1 << 20))
-    root = tmp_path / "root"
-    root.mkdir()
-    (root / "to-dir").symlink_to(outside)
-    (root / "to-file").symlink_to(outside / "big")
-    (root / "loop").symlink_to(root)
-    assert directory_usage_bytes(root) == sum(_blocks(root / n) for n in ("to-dir", "to-file", "loop"))
-    assert directory_usage_bytes(root) < 1 << 20
-
-
-def test_usage_of_a_missing_directory_is_zero(tmp_path: Path) -> None:
-    assert directory_usage_bytes(tmp_path / "gone") == 0
-
-
-@pytest.mark.skipif(IS_ROOT, reason="root reads every directory; the unprivileged run covers this")
-def test_usage_skips_unreadable_directories(tmp_path: Path) -> None:
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    (locked / "f").write_bytes(os.urandom(200_000))
-    locked.chmod(0)
-    try:
-        assert directory_usage_bytes(tmp_path) == _blocks(locked)
-    finally:
-        locked.chmod(0o700)
 
 
 # --- command_owner and create_workdir ------------------------------------------------------------------

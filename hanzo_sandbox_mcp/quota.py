@@ -1,0 +1,423 @@
+"""How a workdir's disk use is bounded, in one of two modes, and what `quota_exceeded` means in each.
+
+- **filesystem** (the server is root, loop devices and `mkfs.ext4` work): the workdir is a filesystem of
+  its own (linux/quotafs.py) holding the byte quota and the inode limit. The kernel enforces both at every
+  write: the command sees ENOSPC and is *not* stopped. `quota_exceeded` is true when the filesystem was
+  full (bytes or inodes) at the end of the call. Nothing is walked, so a call costs the same whatever the
+  workdir holds.
+- **polled** (anything else): a background thread per session counts the workdir's blocks and inodes with
+  the descriptor-based walker (treewalk.py) while any call runs, and once more after the last one ends.
+  When a count finds the workdir over either limit, the call is stopped (its process tree killed) and
+  `quota_exceeded` is true; a call that began over a limit may add a little, so that clean-up can run.
+  The overshoot is what the command writes between two counts; `RLIMIT_FSIZE` is capped to the room the
+  last count left, so one file cannot exceed it.
+
+`WorkdirFactory` picks the mode once (a trial filesystem is really made), creates workdirs, and refuses a
+new filesystem workdir when the host disk could not hold every quota already promised: sparse images can
+promise more than the disk has, and a full host disk gives the command I/O errors instead of ENOSPC.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import anyio
+import anyio.to_thread
+
+from . import treewalk
+from .errors import SessionLimitReached
+from .treewalk import TreeUsage, remove_tree, tree_usage
+from .workdir import create_workdir
+
+__all__ = [
+    "INODES_PER_MIB",
+    "FilesystemQuota",
+    "PolledQuota",
+    "QuotaLimits",
+    "QuotaMode",
+    "WorkdirFactory",
+    "WorkdirQuota",
+]
+
+_log = logging.getLogger("hanzo_sandbox_mcp.quota")
+
+QuotaMode = Literal["filesystem", "polled"]
+#: Default inode limit per MiB of byte quota: 262,144 for 1 GiB, room for a large node_modules.
+INODES_PER_MIB = 256
+_MiB = 1024 * 1024
+_CHECK_INTERVAL_S = 0.05
+_MIN_COUNT_INTERVAL_S = 0.05
+_MAX_COUNT_INTERVAL_S = 1.0
+#: A count may take at most this share of one core: the pause after a count is 10x its duration.
+_COUNT_PAUSE_FACTOR = 10
+_JOIN_TIMEOUT_S = 30.0
+_INODE_SLACK = 64
+#: Trees the last count found larger than this are counted in a child process: a long walk in a thread
+#: holds the GIL for most of each 5 ms switch interval and slows every call the server runs.
+_IN_THREAD_MAX_INODES = 5000
+_CHILD_TIMEOUT_S = 600.0
+
+StopCall = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class QuotaLimits:
+    """A workdir's byte quota and inode limit."""
+
+    bytes: int
+    inodes: int
+
+    @classmethod
+    def of(cls, quota_mb: int, inodes: int | None = None) -> QuotaLimits:
+        """`inodes` None: INODES_PER_MIB per MiB of quota (at least 1,024)."""
+        return cls(bytes=quota_mb * _MiB, inodes=inodes if inodes is not None else max(1024, quota_mb * INODES_PER_MIB))
+
+    def describe(self) -> str:
+        return f"{self.bytes // _MiB} MiB and {self.inodes} files and directories"
+
+
+class WorkdirQuota(ABC):
+    """One workdir and the way its quota is enforced; `release()` removes it."""
+
+    mode: ClassVar[QuotaMode]
+
+    def __init__(self, path: Path, limits: QuotaLimits) -> None:
+        self.path = path
+        self.limits = limits
+
+    @abstractmethod
+    def file_size_cap(self) -> int | None:
+        """Largest file a call may write (RLIMIT_FSIZE), or None when the quota needs no cap."""
+
+    @abstractmethod
+    async def supervise(self, stop_call: StopCall) -> str:
+        """Run beside a call; when the quota requires it, stop the call and return why. Cancelled when the
+        call ends (it may also never return)."""
+
+    @abstractmethod
+    def full_after_call(self) -> str | None:
+        """Why the quota counts as exceeded at the end of a call the quota did not stop, or None."""
+
+    @abstractmethod
+    async def release(self) -> bool:
+        """Stop counting and delete the workdir (if this server made it). Never raises; True when gone."""
+
+
+class FilesystemQuota(WorkdirQuota):
+    """A workdir that is its own filesystem: the kernel holds the limits."""
+
+    mode: ClassVar[QuotaMode] = "filesystem"
+
+    def __init__(self, path: Path, limits: QuotaLimits, image: Path, image_bytes: int) -> None:
+        super().__init__(path, limits)
+        self.image = image
+        self.image_bytes = image_bytes
+
+    def file_size_cap(self) -> int | None:
+        return None  # no file can outgrow its filesystem
+
+    async def supervise(self, stop_call: StopCall) -> str:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    def full_after_call(self) -> str | None:
+        from .linux import quotafs
+
+        try:
+            full = quotafs.is_full(self.path)
+        except OSError:
+            return None
+        return f"the session's filesystem is full ({self.limits.describe()})" if full else None
+
+    def unallocated_bytes(self) -> int:
+        """What the sparse image may still take from the host disk."""
+        try:
+            allocated = os.stat(self.image).st_blocks * 512
+        except OSError:
+            return 0
+        return max(0, self.image_bytes - allocated)
+
+    async def release(self) -> bool:
+        from .linux import quotafs
+
+        return await anyio.to_thread.run_sync(quotafs.release, self.path, self.image)
+
+
+class PolledQuota(WorkdirQuota):
+    """A workdir on a shared filesystem, counted by a background thread while calls run."""
+
+    mode: ClassVar[QuotaMode] = "polled"
+
+    def __init__(self, path: Path, limits: QuotaLimits, *, owned: bool) -> None:
+        super().__init__(path, limits)
+        self.owned = owned
+        self.usage = TreeUsage()
+        """The latest count (an empty workdir until the first one)."""
+        self.counts = 0
+        self._lock = threading.Condition()
+        self._active = 0
+        self._recount = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._child: subprocess.Popen[bytes] | None = None
+
+    # -- the counting thread --------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Something that may write runs in the workdir (a call, or a process that outlives one)."""
+        with self._lock:
+            self._active += 1
+            self._recount = True
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._count_loop, name="hanzo-quota", daemon=True)
+                self._thread.start()
+
+    def end(self) -> None:
+        """It stopped; one more count follows, so what it wrote last is counted too."""
+        with self._lock:
+            self._active -= 1
+            self._recount = True
+            self._lock.notify_all()
+
+    def _count_loop(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed or (self._active == 0 and not self._recount):
+                    self._thread = None
+                    return
+                self._recount = False
+            started = time.monotonic()
+            try:
+                usage = self._count()
+            except Exception as exc:  # a count never takes anything down: log, and count again later
+                _log.warning("counting the workdir %s failed: %s", self.path, exc)
+                usage = None
+            spent = time.monotonic() - started
+            with self._lock:
+                if usage is not None and usage.complete:
+                    self.usage = usage
+                    self.counts += 1
+                pause = min(_MAX_COUNT_INTERVAL_S, max(_MIN_COUNT_INTERVAL_S, _COUNT_PAUSE_FACTOR * spent))
+                if not self._closed and self._active:
+                    self._lock.wait(pause)
+
+    def _count(self) -> TreeUsage | None:
+        if self.usage.inodes <= _IN_THREAD_MAX_INODES:
+            return tree_usage(self.path, stop=lambda: self._closed)
+        child = subprocess.Popen(
+            [sys.executable, "-I", "-S", treewalk.__file__, str(self.path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={},
+        )
+        with self._lock:
+            self._child = child
+        try:
+            out, err = child.communicate(timeout=_CHILD_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+            raise
+        finally:
+            with self._lock:
+                self._child = None
+        if child.returncode != 0:
+            if self._closed:
+                return None
+            words = err.decode("utf-8", "replace").strip().splitlines()
+            raise RuntimeError(words[-1] if words else f"the counting process exited with {child.returncode}")
+        used, inodes, complete = (int(word) for word in out.split())
+        return TreeUsage(bytes=used, inodes=inodes, complete=bool(complete))
+
+    def excess(self, baseline: TreeUsage) -> str | None:
+        """Why the latest count breaks the quota, or None.
+
+        A call that began with the workdir already over a limit is stopped only when it adds more than a
+        little (its $TMPDIR, a lock file): a call that cleans up must be able to finish.
+        """
+        usage, limits = self.usage, self.limits
+        byte_cap = limits.bytes if baseline.bytes <= limits.bytes else baseline.bytes + max(_MiB, limits.bytes // 100)
+        inode_cap = limits.inodes if baseline.inodes <= limits.inodes else baseline.inodes + _INODE_SLACK
+        if usage.bytes > byte_cap:
+            held = f"{usage.bytes / _MiB:.1f} MiB"
+            return f"the session workdir holds {held}, over its quota of {limits.bytes // _MiB} MiB"
+        if usage.inodes > inode_cap:
+            return f"the session workdir holds {usage.inodes} files and directories, over its limit of {limits.inodes}"
+        return None
+
+    # -- WorkdirQuota ---------------------------------------------------------------------------------
+
+    def file_size_cap(self) -> int | None:
+        return max(0, self.limits.bytes - self.usage.bytes)
+
+    async def supervise(self, stop_call: StopCall) -> str:
+        baseline = self.usage
+        self.begin()
+        try:
+            while True:
+                await anyio.sleep(_CHECK_INTERVAL_S)
+                why = self.excess(baseline)
+                if why is not None:
+                    await stop_call()
+                    return why
+        finally:
+            self.end()
+
+    def full_after_call(self) -> str | None:
+        return None
+
+    async def close(self) -> None:
+        """Stop the counting thread (a count in progress stops at its next entry) and wait for it."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+            if self._child is not None:
+                self._child.kill()
+            self._lock.notify_all()
+        if thread is not None:
+            await anyio.to_thread.run_sync(thread.join, _JOIN_TIMEOUT_S)
+
+    async def release(self) -> bool:
+        await self.close()
+        if not self.owned:
+            return True
+        return await anyio.to_thread.run_sync(remove_tree, self.path)
+
+
+class WorkdirFactory:
+    """Makes the workdirs of one server (or one `run`) below `root`, in the mode this machine allows.
+
+    Layout: `root/<prefix>XXXX` are the workdirs (mount points in filesystem mode); `root/images/` (mode
+    0700, owned by the server) holds the filesystem images, out of every command's reach.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        owner: tuple[int, int],
+        limits: QuotaLimits,
+        *,
+        force_polled: bool = False,
+        disk_reserve_bytes: int = 0,
+    ) -> None:
+        self.root = root
+        self.owner = owner
+        self.limits = limits
+        self.force_polled = force_polled
+        self.disk_reserve_bytes = disk_reserve_bytes
+        self._mode: tuple[QuotaMode, str] | None = None
+        self._live: set[FilesystemQuota] = set()
+        self._pending = 0
+        """Image bytes of filesystems being made right now (promised, not yet in `_live`)."""
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+    async def mode(self) -> tuple[QuotaMode, str]:
+        """The mode workdirs get here and why (probed once, by making a trial filesystem)."""
+        if self._mode is None:
+            self._mode = await anyio.to_thread.run_sync(self._probe)
+            _log.debug("workdir quota: %s (%s)", *self._mode)
+        return self._mode
+
+    def _probe(self) -> tuple[QuotaMode, str]:
+        if self.force_polled:
+            return "polled", 'configured: sessions.quota_mode = "polled"'
+        if os.uname().sysname != "Linux":
+            return "polled", "a filesystem per workdir needs Linux loop devices"
+        from .linux import quotafs
+
+        if os.geteuid() != 0:
+            return "polled", "the server is not root: a filesystem per workdir needs loop devices, which need root"
+        self._make_images_dir()
+        why = quotafs.unavailable_reason(self.images)
+        if why is not None:
+            return "polled", why
+        return "filesystem", "root with loop devices and mkfs.ext4: each workdir is an ext4 filesystem of its own"
+
+    def _make_images_dir(self) -> None:
+        try:
+            self.images.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        os.chmod(self.images, 0o700)
+
+    async def create(self, prefix: str = "w-") -> WorkdirQuota:
+        """A fresh, empty, private (0700) workdir owned by the command uid, with its quota."""
+        mode, _why = await self.mode()
+        if mode == "filesystem":
+            from .linux import quotafs
+
+            size = quotafs.image_size(self.limits.bytes, self.limits.inodes)
+            self._check_disk(size)  # on the event loop: one statvfs and a stat per open session, microseconds
+            self._pending += size
+            try:
+                quota = await anyio.to_thread.run_sync(self._create_filesystem, prefix, size)
+            except OSError as exc:
+                # Loop devices used up, an image that cannot be made: this workdir is counted instead
+                # (its results say quota_mode "polled"), rather than the session failing.
+                _log.warning("a workdir filesystem could not be made (%s); this workdir is polled", exc)
+            else:
+                self._live.add(quota)
+                return quota
+            finally:
+                self._pending -= size
+        path = await anyio.to_thread.run_sync(create_workdir, self.root, prefix, self.owner)
+        return PolledQuota(path, self.limits, owned=True)
+
+    def _create_filesystem(self, prefix: str, size: int) -> FilesystemQuota:
+        from .linux import quotafs
+
+        mountpoint = Path(tempfile.mkdtemp(prefix=prefix, dir=self.root))
+        image = self.images / f"{mountpoint.name}.img"
+        try:
+            quotafs.create(
+                image,
+                mountpoint,
+                quota_bytes=self.limits.bytes,
+                inodes=self.limits.inodes,
+                uid=self.owner[0],
+                gid=self.owner[1],
+            )
+        except BaseException:
+            quotafs.release(mountpoint, image)
+            raise
+        return FilesystemQuota(mountpoint, self.limits, image, size)
+
+    def _check_disk(self, size: int) -> None:
+        """Refuse a workdir the host disk could not hold beside the quotas already promised (sparse images
+        make the promise; filling the host disk would turn ENOSPC into I/O errors)."""
+        vfs = os.statvfs(self.images)
+        free = vfs.f_bavail * vfs.f_frsize
+        promised = self._pending + sum(q.unallocated_bytes() for q in self._live)
+        if free - self.disk_reserve_bytes < promised + size:
+            raise SessionLimitReached(
+                f"the host disk has {free // _MiB} MiB free; the {len(self._live)} open sessions may still "
+                f"write {promised // _MiB} MiB of their quotas, a new one needs {size // _MiB} MiB more, and "
+                f"{self.disk_reserve_bytes // _MiB} MiB stay in reserve: close a session you no longer need "
+                "(close_session), or reuse one by passing its session_id"
+            )
+
+    async def release(self, quota: WorkdirQuota) -> bool:
+        """Delete a workdir made here; never raises. True when it is gone."""
+        try:
+            done = await quota.release()
+        except Exception as exc:
+            _log.warning("releasing the workdir %s failed: %s", quota.path, exc)
+            done = False
+        if done and isinstance(quota, FilesystemQuota):
+            self._live.discard(quota)
+        return done

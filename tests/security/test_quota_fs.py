@@ -1,0 +1,157 @@
+"""The filesystem a root server gives each workdir: private to the command, its image out of reach, its
+mount nosuid,nodev, its quota exact, and nothing left (mount, loop device, image) once it is released.
+
+Root only: without root there are no loop devices, and the workdir is counted instead (test_workdir_attacks
+and test_resource_exhaustion cover that mode).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from _quota_support import quota_workdir, run_with_quota
+from _security_support import IS_ROOT, expected_command_uid
+
+pytestmark = pytest.mark.skipif(not IS_ROOT, reason="a filesystem per workdir needs loop devices, which need root")
+
+MiB = 1024 * 1024
+
+
+def _mount_options(path: Path) -> set[str] | None:
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[4] == str(path):
+            return set(fields[5].split(","))
+    return None
+
+
+def _loop_devices_backed_by(image: Path) -> list[str]:
+    found = []
+    for device in Path("/sys/block").glob("loop*"):
+        backing = device / "loop" / "backing_file"
+        try:
+            text = backing.read_text().strip()
+        except OSError:
+            continue
+        if text.removesuffix(" (deleted)") == str(image):
+            found.append(device.name)
+    return found
+
+
+def test_the_workdir_is_its_own_filesystem_private_to_the_command_uid(work_root: Path) -> None:
+    with quota_workdir("filesystem", work_root, quota_mb=16) as quota:
+        st = os.stat(quota.path)
+        assert stat.S_IMODE(st.st_mode) == 0o700
+        assert (st.st_uid, st.st_gid) == (expected_command_uid(), expected_command_uid())
+        assert os.listdir(quota.path) == []  # no root-owned lost+found to trip on
+        assert _mount_options(quota.path) is not None and {"nosuid", "nodev"} <= _mount_options(quota.path)
+        vfs = os.statvfs(quota.path)
+        assert vfs.f_bavail * vfs.f_frsize == 16 * MiB  # the quota, exactly
+        assert vfs.f_favail >= quota.limits.inodes - 16
+
+
+def test_the_image_is_root_only_and_out_of_the_commands_reach(sandbox: Any, work_root: Path) -> None:
+    with quota_workdir("filesystem", work_root, quota_mb=8) as quota:
+        image = quota.image
+        assert stat.S_IMODE(os.stat(image).st_mode) == 0o600 and os.stat(image).st_uid == 0
+        assert stat.S_IMODE(os.stat(image.parent).st_mode) == 0o700 and os.stat(image.parent).st_uid == 0
+        assert quota.path not in image.parents
+        result = run_with_quota(
+            sandbox, f"cat {image} > /dev/null; echo rc=$?; ls {quota.path} && echo WORKDIR-OK", quota
+        )
+    assert "rc=0" not in result.stdout, result
+    assert "No such file or directory" in result.stderr or "Permission denied" in result.stderr, result
+    assert "WORKDIR-OK" in result.stdout, result  # positive control: the sibling workdir is reachable
+
+
+def test_release_leaves_no_mount_no_loop_device_and_no_image(work_root: Path) -> None:
+    with quota_workdir("filesystem", work_root, quota_mb=8) as quota:
+        image, path = quota.image, quota.path
+        assert _loop_devices_backed_by(image) != []  # control: the lookup finds the live one
+    assert _mount_options(path) is None
+    assert not image.exists() and not path.exists()
+    assert _loop_devices_backed_by(image) == []
+
+
+def test_a_busy_mount_is_detached_and_freed_when_its_last_user_goes(work_root: Path) -> None:
+    from hanzo_sandbox_mcp.linux import quotafs
+
+    with quota_workdir("filesystem", work_root, quota_mb=8) as quota:
+        image, path = quota.image, quota.path
+        held = os.open(path / "held", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            assert quotafs.release(path, image)
+            assert _mount_options(path) is None
+        finally:
+            os.close(held)
+    anyio.run(_until_gone, image)
+
+
+async def _until_gone(image: Path) -> None:
+    with anyio.fail_after(20):
+        while _loop_devices_backed_by(image):
+            await anyio.sleep(0.05)
+
+
+def test_a_session_the_disk_cannot_hold_is_refused(work_root: Path) -> None:
+    from hanzo_sandbox_mcp.errors import SessionLimitReached
+    from hanzo_sandbox_mcp.quota import QuotaLimits, WorkdirFactory
+    from hanzo_sandbox_mcp.treewalk import remove_tree
+
+    uid = expected_command_uid()
+    vfs = os.statvfs(work_root)
+    free = vfs.f_bavail * vfs.f_frsize
+    root = work_root / "overcommit"
+    root.mkdir(mode=0o711)
+    try:
+        # Room for one 64 MiB workdir beside the reserve, not for two.
+        factory = WorkdirFactory(root, (uid, uid), QuotaLimits.of(64), disk_reserve_bytes=free - 100 * MiB)
+        if anyio.run(factory.mode)[0] != "filesystem":
+            pytest.skip(anyio.run(factory.mode)[1])
+        first = anyio.run(factory.create)  # positive control: the first fits
+        try:
+            with pytest.raises(SessionLimitReached, match=r"host disk has .* MiB free.*close a session"):
+                anyio.run(factory.create)
+        finally:
+            assert anyio.run(factory.release, first)
+        second = anyio.run(factory.create)  # its promise released, there is room again
+        assert anyio.run(factory.release, second)
+    finally:
+        assert remove_tree(root)
+
+
+def test_a_workdir_filesystem_that_cannot_be_made_falls_back_to_a_polled_workdir(work_root: Path) -> None:
+    """The images directory made immutable (chattr +i): the image cannot be created, the session still
+    gets a workdir, counted instead, and says so."""
+    import shutil
+    import subprocess
+
+    from hanzo_sandbox_mcp.quota import QuotaLimits, WorkdirFactory
+    from hanzo_sandbox_mcp.treewalk import remove_tree
+
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr (e2fsprogs) is missing")
+    uid = expected_command_uid()
+    root = work_root / "fallback"
+    root.mkdir(mode=0o711)
+    factory = WorkdirFactory(root, (uid, uid), QuotaLimits.of(8))
+    try:
+        if anyio.run(factory.mode)[0] != "filesystem":
+            pytest.skip(anyio.run(factory.mode)[1])
+        if subprocess.run(["chattr", "+i", str(factory.images)], check=False).returncode != 0:
+            pytest.skip(f"the filesystem under {work_root} has no immutable flag")
+        quota = anyio.run(factory.create)
+        assert quota.mode == "polled" and quota.path.is_dir() and not os.path.ismount(quota.path)
+        assert anyio.run(factory.release, quota)
+        subprocess.run(["chattr", "-i", str(factory.images)], check=True)
+        control = anyio.run(factory.create)  # positive control: with the directory writable again
+        assert control.mode == "filesystem", control
+        assert anyio.run(factory.release, control)
+    finally:
+        subprocess.run(["chattr", "-i", str(factory.images)], check=False)
+        assert remove_tree(root)
