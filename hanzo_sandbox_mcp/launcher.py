@@ -20,7 +20,8 @@ Three processes, each with one job:
 1. **supervisor** (this process, in the host pid namespace): dies with the server (PDEATHSIG, checked
    against the server's pid in the plan), new session, child subreaper, unshares the namespaces (user,
    pid, mount, net, ipc, uts; as root the user namespace comes later, after the uid switch, so that the
-   command never holds host uid 0), writes the id maps, turns non-dumpable (its /proc/PID/fd, which
+   command never holds host uid 0; a root without CAP_SYS_ADMIN, as in a container, drops to the command's
+   uid first and takes the non-root path), writes the id maps, turns non-dumpable (its /proc/PID/fd, which
    holds the status pipe, closes to the command), forks the init. On SIGTERM it kills the whole sandbox;
    it exits when the init does.
 2. **init** (pid 1 of the new pid namespace): dies with the supervisor (PDEATHSIG), makes mount
@@ -64,6 +65,7 @@ if sys.platform.startswith("linux"):
     import resource
 
     from hanzo_sandbox_mcp.linux import landlock, libc, loopback, mounts, namespaces, rlimits, rootfs, seccomp
+    from hanzo_sandbox_mcp.linux.privilege import drop_to, own_effective_caps, root_path
 
 EXIT_SETUP_FAILED = 125
 EXIT_NOT_EXECUTABLE = 126
@@ -139,6 +141,19 @@ def supervise(plan: LaunchPlan, status: Reporter) -> int:
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
     _oom_first()
     is_root = os.geteuid() == 0
+    if is_root and plan.uid is not None and not root_path(0, own_effective_caps()):
+        # A container's root (no CAP_SYS_ADMIN) cannot unshare outside a user namespace: become the
+        # command's uid now and take the non-root path, user namespace first.
+        try:
+            drop_to(*_command_ids(plan, is_root))
+        except OSError as exc:
+            status.send("abort", message=f"cannot switch to uid {plan.uid}: {exc}")
+            return EXIT_SETUP_FAILED
+        # The uid change cleared PDEATHSIG: arm it again, then make sure the server did not die meanwhile.
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if plan.parent_pid is not None and os.getppid() != plan.parent_pid:
+            return EXIT_SETUP_FAILED
+        is_root = False
     # As root the user namespace is created by the command after it drops to the sandbox uid.
     wanted = [name for name in plan.namespaces if not (is_root and name == "user")]
     active, ns_error = _unshare(plan, wanted, is_root)
@@ -532,7 +547,7 @@ def main(argv: list[str]) -> int:
     linux = sys.platform.startswith("linux")
     if linux:
         # Die with the server (SIGKILL of the server included): armed before anything else, the init and
-        # the command die with this process in turn. Nothing here changes the uid, which would clear it.
+        # the command die with this process in turn. A uid change clears it (supervise arms it again).
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     try:
         plan = _read_plan(int(argv[1]))

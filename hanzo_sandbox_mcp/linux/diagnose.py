@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["reason"]
+__all__ = ["private_root", "reason"]
 
 
 def _read(path: str) -> str | None:
@@ -40,8 +40,10 @@ def _namespaces(error: str | None) -> str:
     if _own_seccomp_mode() == "2" or _in_container():
         hints.append(
             "the server runs under a seccomp filter or in a container (Docker's default profile blocks "
-            "unshare and mount): run the container with `--security-opt seccomp=unconfined "
-            "--security-opt apparmor=unconfined`"
+            "unshare and mount, the runtime masks /proc, AppArmor blocks mount): run the container with "
+            "`--security-opt seccomp=config/container-seccomp.json` plus `--security-opt unmask=ALL` (podman) "
+            "or `--security-opt systempaths=unconfined` (Docker), and `--security-opt apparmor=unconfined` "
+            "where AppArmor is on (README: Containers)"
         )
     base = error or "namespaces could not be created"
     return base + ("; likely cause: " + "; ".join(hints) if hints else "")
@@ -57,6 +59,18 @@ def _landlock() -> str:
     if _own_seccomp_mode() == "2":
         return "Landlock syscalls fail, likely blocked by a seccomp filter around the server (container)"
     return "the kernel has no Landlock support (Linux 5.13+ with CONFIG_SECURITY_LANDLOCK is needed)"
+
+
+def private_root(error: str | None) -> str:
+    """Why the private root is missing: the launcher's error and, in a container whose runtime masks paths
+    under /proc (which makes the kernel refuse a fresh /proc in a user namespace), the flag that fixes it."""
+    base = error or "not built"
+    if _in_container() and "proc" in base:
+        base += (
+            "; the container runtime masks paths under /proc, so no fresh /proc can be mounted: run the container "
+            "with `--security-opt unmask=ALL` (podman) or `--security-opt systempaths=unconfined` (Docker)"
+        )
+    return base
 
 
 def reason(layer: str, namespace_error: str | None = None) -> str:

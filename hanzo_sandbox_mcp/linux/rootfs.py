@@ -183,8 +183,10 @@ def build_root(
 ) -> None:
     """Assemble the private root and pivot into it. Raises OSError; the caller decides (strict or not)."""
     entries = _collect(read_only, read_write)
+    staged = False
     try:
         mount_tmpfs(STAGING, 4, os.getuid(), os.getgid(), mode="0755")
+        staged = True
         root = STAGING
         for private in ("/tmp", "/dev/shm"):
             os.makedirs(root + private, 0o755, exist_ok=True)
@@ -199,6 +201,12 @@ def build_root(
         for link, target in DEVICE_LINKS.items():
             if not os.path.lexists(root + link):
                 os.symlink(target, root + link)
+    except OSError:
+        if staged:
+            # Uncover the host's /tmp (a workdir may live there), so that without a private root the command
+            # still runs and the report says what is missing (a container that masks /proc, for one).
+            libc.umount2(STAGING.encode(), MNT_DETACH)
+        raise
     finally:
         for entry in entries:
             if entry.fd >= 0:

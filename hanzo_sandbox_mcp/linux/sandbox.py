@@ -66,7 +66,7 @@ def _seccomp_filter(network: NetworkMode) -> tuple[bytes | None, str | None]:
         why = f"pyseccomp/libseccomp is not installed ({exc}): `apt-get install libseccomp2`"
     except (OSError, RuntimeError, ValueError) as exc:
         why = f"the seccomp filter cannot be built here ({exc}); the kernel or a seccomp filter around the "
-        why += "server may refuse seccomp (containers: --security-opt seccomp=unconfined)"
+        why += "server may refuse seccomp (containers: --security-opt seccomp=config/container-seccomp.json)"
     _log.warning("seccomp filter unavailable: %s", why)
     return None, why
 
@@ -183,7 +183,8 @@ class LinuxSandbox:
             why = launch.namespace_error or launch.errors.get("user namespace") or "not created"
             out.append(f"namespaces {', '.join(lost)}: {why}")
         if "mount" in namespaces and not launch.rootfs:
-            out.append(f"private root, fresh /proc and private /tmp: {launch.errors.get('rootfs', 'not built')}")
+            why = diagnose.private_root(launch.errors.get("rootfs"))
+            out.append(f"private root, fresh /proc and private /tmp: {why}")
         if launch.uid is None or launch.uid == 0 or "uid_drop" in launch.errors:
             why = launch.errors.get("uid_drop") or f"the command runs as host uid {launch.uid}"
             out.append(f"uid drop: {why}")

@@ -107,6 +107,7 @@ def test_sandbox_blocks_attack_on_host_process(sandbox_run, victim, name):
 def test_sandbox_sees_and_kills_its_own_processes_positive_control(sandbox_run):
     """ps and kill work inside: the denials are not a broken ps or kill."""
     inner = unique_sleep()
+    # Until the child has exec'd, ps shows the forked shell's args: ask again (bounded) until it is sleep.
     result = sandbox_run(
         # ps shows the shell's command line until the child has exec'd sleep: wait for that (bounded).
         f"sleep {inner} & p=$!; for i in $(seq 100); do a=$(ps -o args= -p $p); "

@@ -139,6 +139,8 @@ def control(work_root: Path) -> tuple[dict[str, list[int]], str, Path]:
 def test_seccomp_blocks_setuid_and_setgid_files(inside, control, case: str) -> None:
     result, rows, _, _ = inside
     rows_control, _, _ = control
+    if rows_control[case][0] == errno.ENOSYS:
+        pytest.skip(f"control: {case} answers ENOSYS outside the sandbox (a container runtime's older profile)")
     assert rows_control[case] == [0, ATTACKS[case]], f"control: {case} did not leave the bit: {rows_control[case]}"
     assert rows[case] == [errno.EPERM, -1], f"{case} inside the sandbox: {rows[case]}"
     assert_protection(result, seccomp=True)

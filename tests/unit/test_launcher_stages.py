@@ -27,6 +27,7 @@ from support.processes import marker_pids, unique_sleep, wait_marker_gone
 
 from hanzo_sandbox_mcp.launch import LaunchReport, launcher_argv, start_launcher
 from hanzo_sandbox_mcp.launch_plan import NAMESPACE_NAMES, LandlockSpec, LaunchPlan, RootSpec
+from hanzo_sandbox_mcp.linux import privilege
 from hanzo_sandbox_mcp.linux.paths import RW_DEVICES, SYSTEM_READ_PATHS, python_paths
 
 IS_ROOT = os.geteuid() == 0
@@ -210,7 +211,10 @@ def test_the_stages_report_in_order_with_their_fields(launch: Any, workdir: Path
     assert run.names() == ["namespaces", "setup", "applied", "exit"]
     namespaces, setup, applied, exit_ = run.events
 
-    expected_ns = [n for n in NAMESPACE_NAMES if not (IS_ROOT and n == "user")]  # root: userns after setuid
+    # Root with CAP_SYS_ADMIN: the user namespace comes after the uid switch; without it (a container's
+    # root) the launcher drops to the command's uid first and unshares everything at once.
+    root_path = IS_ROOT and privilege.root_path(0, privilege.own_effective_caps())
+    expected_ns = [n for n in NAMESPACE_NAMES if not (root_path and n == "user")]
     assert namespaces == {"event": "namespaces", "active": expected_ns, "error": None}
 
     assert setup == {
@@ -262,7 +266,9 @@ def test_a_plan_without_layers_reports_none(launch: Any, workdir: Path) -> None:
     applied = run.events[2]
     assert applied["user_ns"] is False
     assert applied["rlimits"] == {} and applied["landlock_abi"] is None
-    assert (applied["no_new_privs"], applied["seccomp_mode"], applied["seccomp_filters"]) == (0, 0, 0)
+    # Mode 2 already under a container runtime's filter; the count is of filters the launcher added.
+    own_mode = _own_seccomp_mode()
+    assert (applied["no_new_privs"], applied["seccomp_mode"], applied["seccomp_filters"]) == (0, own_mode, 0)
     assert applied["uids"] == [COMMAND_UID] * 3
     assert not (run.report.rlimits or run.report.no_new_privs or run.report.seccomp)
     assert run.events[3]["exit_code"] == 0
@@ -457,3 +463,8 @@ def test_sigkill_of_the_supervisor_kills_the_command(launch: Any, workdir: Path,
     os.kill(run.proc.pid, signal.SIGKILL)
     assert run.proc.wait(timeout=DEADLINE_S) == -signal.SIGKILL
     assert not wait_marker_gone(marker), "the command survived its supervisor (no PDEATHSIG)"
+
+
+def _own_seccomp_mode() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("Seccomp:"))

@@ -141,7 +141,9 @@ def test_mounts_below_parses_escapes_and_orders_deepest_first(tmp_path: Path) ->
 def test_a_mount_below_a_dead_root_is_detached_then_removed(parent: Path) -> None:
     dead = _dead_root(parent, "mounted")
     point = dead / "w-1" / "deep"
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(point)], check=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(point)], capture_output=True)
+    if mounted.returncode != 0:  # root without CAP_SYS_ADMIN, as in a container
+        pytest.skip(f"this root cannot mount: {mounted.stderr.decode(errors='replace').strip()}")
     try:
         (point / "on-the-mount").write_text("x")
         assert mounts_below(str(dead)) == [str(point)]

@@ -164,7 +164,10 @@ def test_expectation_accounts_for_every_syscall_docker_denies() -> None:
 def test_not_implemented_entries_really_are(name: str) -> None:
     if nr(name) < 0:
         pytest.skip(f"{name} does not exist on {MACHINE}")
-    assert in_child(lambda: raw(nr(name), *[-1] * 6), bpf=None) == -errno.ENOSYS
+    result = in_child(lambda: raw(nr(name), *[-1] * 6), bpf=None)
+    if result == -errno.EPERM and _seccomp_mode() == "2":
+        pytest.skip(f"{name}: a seccomp filter around the tests (a container runtime's) answers EPERM first")
+    assert result == -errno.ENOSYS
 
 
 def test_independent_numbers_agree_with_libseccomp() -> None:
@@ -462,6 +465,11 @@ MODE_CALLS = (
 def _skip_if_absent(call: str) -> None:
     if nr(call.removesuffix("_tmpfile")) < 0:
         pytest.skip(f"{call} does not exist on {MACHINE}")
+    if _seccomp_mode() == "2" and in_child(lambda: raw(nr(call.removesuffix("_tmpfile")), *[-1] * 6), bpf=None) in (
+        -errno.ENOSYS,
+        -errno.EPERM,
+    ):
+        pytest.skip(f"{call}: a seccomp filter around the tests (a container runtime's) already refuses it")
 
 
 @pytest.mark.parametrize("bit", [_S_ISUID, _S_ISGID, _S_ISUID | _S_ISGID], ids=["setuid", "setgid", "both"])
@@ -569,7 +577,8 @@ def test_install_refuses_without_no_new_privs(filters: dict[str, bytes]) -> None
             return [exc.errno, exc.step, "no_new_privs" in str(exc), _seccomp_mode()]
         return []
 
-    assert in_child(body, bpf=None, no_new_privs=False) == [errno.EPERM, "install", True, "0"]
+    # The mode is unchanged: "0", or "2" under a container runtime's own filter.
+    assert in_child(body, bpf=None, no_new_privs=False) == [errno.EPERM, "install", True, _seccomp_mode()]
 
 
 def _seccomp_mode() -> str:
@@ -590,7 +599,7 @@ def test_install_rejects_malformed_programs(program: bytes) -> None:
             return [exc.errno, exc.step, _seccomp_mode()]
         return []
 
-    assert in_child(body, bpf=None) == [errno.EINVAL, "install", "0"]
+    assert in_child(body, bpf=None) == [errno.EINVAL, "install", _seccomp_mode()]
 
 
 def test_build_filter_rejects_unknown_modes() -> None:

@@ -311,7 +311,9 @@ def test_remove_tree_never_deletes_inside_a_mount_point(tmp_path: Path) -> None:
 
     root = tmp_path / "w"
     (root / "mnt").mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(root / "mnt")], check=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(root / "mnt")], capture_output=True)
+    if mounted.returncode != 0:  # root without CAP_SYS_ADMIN, as in a container
+        pytest.skip(f"this root cannot mount: {mounted.stderr.decode(errors='replace').strip()}")
     try:
         (root / "mnt" / "keep").write_text("k")
         (root / "f").write_text("x")
