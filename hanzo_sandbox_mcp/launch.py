@@ -1,4 +1,4 @@
-"""How the launcher is started and what it reports: shared by the async runner and the sync probe.
+"""How the launcher is started and what it reports: shared by session sandboxes and the sync one-call run.
 
 The status pipe's wire format: one Python dict literal per line (the launcher writes `repr`, which costs
 it no import), at most 4,096 bytes, parsed here with `ast.literal_eval` (literals only, never code) and
@@ -9,7 +9,9 @@ then held to a fixed schema:
 - `token` is the plan's `status_token`, a per-call secret (`seal`) that the command cannot read after
   exec; the only line without it is the `abort` of a plan that could not be read, which ends the report;
 - events come at most once and in protocol order: `namespaces`, `setup`, `applied`, `exec_failed`,
-  `exit`, with `abort` in place of the stage that failed (see `_NEXT`).
+  `exit`, with `abort` in place of the stage that failed (see `_NEXT`). A session's sandbox reports the
+  first two once, on its own pipe; each call's report starts from them (`LaunchReport.for_call`) and takes
+  the rest from the call's pipe, under the call's own token.
 
 Anything else is rejected whole, counted in `LaunchReport.rejected` and logged at debug level: a forged or
 garbled line never changes a field. The `applied` event carries what the command process read back from
@@ -19,14 +21,15 @@ readings against the plan, never from what the launcher meant to do.
 
 from __future__ import annotations
 
+import array
 import ast
 import logging
 import os
 import secrets
+import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,9 +41,8 @@ __all__ = [
     "LAUNCHER",
     "MAX_STATUS_LINE",
     "LaunchReport",
-    "handing_over",
+    "OneCall",
     "launcher_argv",
-    "launcher_pipes",
     "seal",
     "start_launcher",
 ]
@@ -51,43 +53,39 @@ MAX_STATUS_LINE = 4096
 _log = logging.getLogger("hanzo_sandbox_mcp")
 
 
-def launcher_argv(plan_fd: int, status_fd: int) -> list[str]:
-    """The launcher runs with the server's interpreter in isolated mode, without site (fast start). Byte
-    code caching stays on: recompiling the layer modules on every call would cost milliseconds."""
-    return [sys.executable, "-I", "-S", str(LAUNCHER), str(plan_fd), str(status_fd)]
+def launcher_argv(*args: str | int) -> list[str]:
+    """The launcher runs with the server's interpreter in isolated mode, without site (fast start), with
+    its mode and descriptors (`session CTRL STATUS`, `template CTRL`). Byte code caching stays on:
+    recompiling the layer modules for every session would cost milliseconds."""
+    return [sys.executable, "-I", "-S", str(LAUNCHER), *map(str, args)]
 
 
-def launcher_pipes(*, nonblocking: bool) -> tuple[int, int, int, int]:
-    """(plan_r, plan_w, status_r, status_w) for one launcher; our ends (plan_w, status_r) non-blocking
-    when the caller is async. On failure (EMFILE) every descriptor already made is closed."""
-    fds: list[int] = []
-    try:
-        for _ in range(2):
-            fds.extend(os.pipe())
-        if nonblocking:
-            os.set_blocking(fds[1], False)
-            os.set_blocking(fds[2], False)
-    except BaseException:
-        for fd in fds:
-            os.close(fd)
-        raise
-    return fds[0], fds[1], fds[2], fds[3]
+def control_pair() -> tuple[socket.socket, socket.socket]:
+    """A session's (or the template's) control socket: ours, and the launcher's (inheritable)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    theirs.set_inheritable(True)
+    return ours, theirs
 
 
-@contextmanager
-def handing_over(pipes: tuple[int, int, int, int]) -> Iterator[None]:
-    """Around the spawn: the launcher's ends (plan_r, status_w) are closed here once it has them, and our
-    ends too when the spawn fails, so no descriptor outlives a failed call."""
-    plan_r, plan_w, status_r, status_w = pipes
-    try:
-        yield
-    except BaseException:
-        os.close(plan_w)
-        os.close(status_r)
-        raise
-    finally:
-        os.close(plan_r)
-        os.close(status_w)
+@dataclass
+class OneCall:
+    """A one-call session started synchronously (`start_launcher`): the session process, the status pipe
+    both the sandbox and the call report on, and the control socket kept open while the call runs."""
+
+    proc: subprocess.Popen[bytes]
+    status_fd: int
+    control: socket.socket
+    cancel_w: int
+
+    def cancel(self) -> None:
+        """Stop the call now (its whole tree is killed), as a timeout does."""
+        if self.cancel_w >= 0:
+            os.close(self.cancel_w)
+            self.cancel_w = -1
+
+    def close(self) -> None:
+        """Let the session end once its call has (closing the control socket); idempotent."""
+        self.control.close()
 
 
 def start_launcher(
@@ -95,32 +93,61 @@ def start_launcher(
     *,
     capture: bool = False,
     extra_fds: tuple[int, ...] = (),
-    argv_for: Callable[[int, int], list[str]] = launcher_argv,
-) -> tuple[subprocess.Popen[bytes], int]:
-    """Start the launcher synchronously (the probe, tests, tools; the runner has its async twin) with
-    `wire` (a plan's `to_wire()`, or anything, to test refusals) already written to its plan pipe.
-    Returns the process and the read end of its status pipe, which the caller reads and closes; stdout
-    and stderr are pipes with `capture`, else /dev/null. A plan is a few KB: it fits in the pipe buffer,
-    so writing it before anything is read cannot block."""
-    pipes = launcher_pipes(nonblocking=False)
-    plan_r, plan_w, status_r, status_w = pipes
-    output = subprocess.PIPE if capture else subprocess.DEVNULL
-    with handing_over(pipes):
+    argv_for: Callable[[int, int], list[str]] = lambda ctrl, status: launcher_argv("session", ctrl, status),
+    call: bytes | None = None,
+) -> OneCall:
+    """Run a one-call session synchronously (the probe, tests, tools): `wire` (a plan's `to_wire()`, or
+    anything, to test refusals) is the session's plan, then `call` (default: the same plan's
+    `call_wire()`) its one call, whose status lines share the session's pipe (and, from the same plan, its
+    token), so one `LaunchReport` reads the whole run in protocol order. The command's stdout and stderr
+    are the process's `stdout`/`stderr` pipes with `capture`, else /dev/null; its stdin is /dev/null.
+    The caller reads `status_fd` to its end (the call is over), closes it, then calls `close()`.
+    Everything fits in the socket's buffer, so sending before anything is read cannot block."""
+    from .launch_plan import LaunchPlan
+
+    if call is None:
+        try:
+            call = LaunchPlan.from_wire(wire).call_wire()
+        except (ValueError, TypeError, KeyError, EOFError):
+            call = b"not a call"
+    ours, theirs = control_pair()
+    status_r, status_w = os.pipe()
+    cancel_r, cancel_w = os.pipe()
+    stdio = [os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC) for _ in range(3)]
+    readers: list[int] = []
+    if capture:
+        for index in (1, 2):
+            os.close(stdio[index])
+            read_end, stdio[index] = os.pipe()
+            readers.append(read_end)
+    try:
         proc = subprocess.Popen(
-            argv_for(plan_r, status_w),
-            pass_fds=(plan_r, status_w, *extra_fds),
+            argv_for(theirs.fileno(), status_w),
+            pass_fds=(theirs.fileno(), status_w, *extra_fds),
             stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=output,
+            stdout=stdio[1] if capture else subprocess.DEVNULL,
+            stderr=stdio[2] if capture else subprocess.DEVNULL,
             env={},
         )
-    try:
-        os.write(plan_w, wire)
-    except BrokenPipeError:
-        pass  # the launcher died early; its status or exit code says why
+        if capture:
+            # The command writes where the launcher does: hand the read ends to Popen, as if it made them.
+            proc.stdout, proc.stderr = (os.fdopen(fd, "rb") for fd in readers)
+            readers = []
+        for message, fds in ((wire, []), (call, [*stdio, status_w, cancel_r])):
+            try:
+                ours.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else [])
+            except OSError:
+                break  # the launcher died early; its status or exit code says why
+    except BaseException:
+        ours.close()
+        for fd in (status_r, cancel_w, *readers):
+            os.close(fd)
+        raise
     finally:
-        os.close(plan_w)
-    return proc, status_r
+        theirs.close()
+        for fd in (status_w, cancel_r, *stdio):
+            os.close(fd)
+    return OneCall(proc, status_r, ours, cancel_w)
 
 
 def seal(plan: LaunchPlan) -> tuple[LaunchPlan, LaunchReport]:
@@ -141,7 +168,17 @@ Check = Callable[[Any], bool]
 
 #: Keys of the `errors` mapping: the layer (or step) that failed.
 ERROR_KEYS = frozenset(
-    {"rootfs", "loopback", "user namespace", "uid_drop", "rlimits", "no_new_privs", "landlock", "seccomp"}
+    {
+        "rootfs",
+        "loopback",
+        "user namespace",
+        "uid_drop",
+        "rlimits",
+        "no_new_privs",
+        "landlock",
+        "landlock_scope",
+        "seccomp",
+    }
 )
 CAPABILITY_KEYS = ("inh", "prm", "eff", "bnd", "amb")
 RLIMIT_KEYS = frozenset({"as", "cpu", "nproc", "nofile", "fsize", "core"})
@@ -203,6 +240,7 @@ _SCHEMA: dict[str, dict[str, Check]] = {
         "proc": _is_bool,
         "private_tmp": _is_bool,
         "loopback": _is_bool,
+        "scoped": _is_bool,
     },
     "applied": {
         "errors": _is_errors,
@@ -288,6 +326,8 @@ class LaunchReport:
     proc: bool = False
     private_tmp: bool = False
     loopback: bool = False
+    scoped: bool = False
+    """The session's Landlock scope (signals, abstract unix sockets) is in force."""
     uid: int | None = None
     gid: int | None = None
     groups: tuple[int, ...] | None = None
@@ -317,6 +357,24 @@ class LaunchReport:
         caps = self.capabilities
         return caps is not None and caps["inh"] == caps["amb"] == caps["bnd"] == 0
 
+    def for_call(self, plan: LaunchPlan) -> LaunchReport:
+        """A call's report in this session's sandbox: the session's stages (namespaces, setup) as they were
+        reported when it was made, the rest to come from the call's own pipe under `plan`'s token."""
+        if self.stage != "setup":
+            raise ValueError(f"the session's sandbox is not ready (its report stopped at {self.stage!r})")
+        return LaunchReport(
+            namespaces=list(self.namespaces),
+            namespace_error=self.namespace_error,
+            rootfs=self.rootfs,
+            proc=self.proc,
+            private_tmp=self.private_tmp,
+            loopback=self.loopback,
+            scoped=self.scoped,
+            errors=dict(self.errors),
+            plan=plan,
+            stage="setup",
+        )
+
     def feed(self, line: bytes) -> bool:
         """Merge one line if it is well-formed, authentic and in order; otherwise count it and change nothing."""
         try:
@@ -342,7 +400,7 @@ class LaunchReport:
 
     def _on_setup(self, fields: dict[str, Any]) -> None:
         self.errors.update(fields["errors"])
-        for key in ("rootfs", "proc", "private_tmp", "loopback"):
+        for key in ("rootfs", "proc", "private_tmp", "loopback", "scoped"):
             setattr(self, key, fields[key])
 
     def _on_abort(self, fields: dict[str, Any]) -> None:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import marshal
 
-__all__ = ["NAMESPACE_NAMES", "LandlockSpec", "LaunchPlan", "RootSpec"]
+__all__ = ["CALL_FIELDS", "NAMESPACE_NAMES", "LandlockSpec", "LaunchPlan", "RootSpec"]
 
 #: The namespaces the launcher knows how to create.
 NAMESPACE_NAMES = ("user", "pid", "mount", "net", "ipc", "uts")
+#: The fields each call sets; every other field belongs to the session's sandbox, which is made once.
+CALL_FIELDS = ("argv", "cwd", "env", "no_new_privs", "rlimits", "status_token", "strict", "wrapper")
 
 
 def _frozen(value: object) -> object:
@@ -98,6 +100,7 @@ class LaunchPlan(_Record):
         "parent_pid",
         "rlimits",
         "root",
+        "scratch",
         "seccomp_bpf",
         "status_token",
         "strict",
@@ -121,6 +124,8 @@ class LaunchPlan(_Record):
     landlock: LandlockSpec | None
     root: RootSpec | None
     """The private root's contents; None: no private root, even in a mount namespace."""
+    scratch: tuple[str, str] | None
+    """Host directories bound as the session's /tmp and /dev/shm (on its quota filesystem); None: tmpfs."""
     seccomp_bpf: bytes | None
     status_token: str
     """A per-call secret every status line carries (`launch.seal`): lines without it are forged."""
@@ -144,6 +149,7 @@ class LaunchPlan(_Record):
         parent_pid: int | None = None,
         landlock: LandlockSpec | None = None,
         root: RootSpec | None = None,
+        scratch: tuple[str, str] | None = None,
         seccomp_bpf: bytes | None = None,
         status_token: str = "",
         strict: bool = False,
@@ -163,6 +169,7 @@ class LaunchPlan(_Record):
             parent_pid=parent_pid,
             landlock=landlock,
             root=root,
+            scratch=None if scratch is None else (scratch[0], scratch[1]),
             seccomp_bpf=seccomp_bpf,
             status_token=status_token,
             strict=strict,
@@ -171,6 +178,21 @@ class LaunchPlan(_Record):
 
     def replace(self, **changes: object) -> LaunchPlan:
         return LaunchPlan(**{**self.as_dict(), **changes})  # type: ignore[arg-type]
+
+    def session_part(self) -> LaunchPlan:
+        """This plan without its call: what the session's sandbox is made from (and compared by)."""
+        return self.replace(argv=(), cwd="/", env={}, rlimits={}, status_token="", wrapper=())
+
+    def call_wire(self) -> bytes:
+        """The call's own fields, as the session's sandbox receives them for each call."""
+        return marshal.dumps({name: getattr(self, name) for name in CALL_FIELDS})
+
+    def with_call(self, raw: bytes) -> LaunchPlan:
+        """This (session) plan with the call fields of `raw` (`call_wire`); ValueError when malformed."""
+        call = marshal.loads(raw)
+        if not isinstance(call, dict) or set(call) != set(CALL_FIELDS):
+            raise ValueError("a call must carry exactly the call fields")
+        return self.replace(**call)
 
     def to_wire(self) -> bytes:
         data = self.as_dict()

@@ -1,39 +1,55 @@
-"""The launcher: confines itself as a `LaunchPlan` says, then execs the command. Standard library only.
+"""The launcher: a session's long-lived sandbox, and each call forked inside it. Standard library only.
 
 The server is multi-threaded (anyio), so it cannot fork and set up layers itself (no `preexec_fn`); it
-spawns this file as `python -I -S launcher.py PLAN_FD STATUS_FD` instead. The plan arrives on PLAN_FD
-(never argv, which /proc exposes); each stage reports on STATUS_FD, one Python-literal dict per line in
-the fixed schema launch.py checks, each carrying the plan's per-call token. The command's line holds what
-it read back from the kernel right before exec, so the server's report never claims a protection that
-did not fire.
+runs this file as `python -I -S launcher.py ...` instead, in one of two modes:
+
+- `session CTRL_FD STATUS_FD` makes one session's sandbox (a cold start);
+- `template CTRL_FD` imports everything once and then forks a session process for each request that
+  arrives on CTRL_FD (a warm start: no interpreter start-up, no import, and the session processes share
+  the template's pages, so an idle session costs little memory). It answers each request with the new
+  process's pid and a pidfd, through which the server watches and kills it.
+
+A session's control socket (CTRL_FD, SOCK_SEQPACKET) carries first the session's `LaunchPlan` (never argv,
+which /proc exposes), then one message per call: the call's fields (`LaunchPlan.call_wire`) with five file
+descriptors: the command's stdin, stdout and stderr, the call's status pipe and its cancel pipe. Each stage
+reports on a status pipe, one Python-literal dict per line in the fixed schema launch.py checks, each
+carrying a per-plan token: the session's stages on STATUS_FD (closed once the sandbox is ready), a call's on
+its own pipe. The command's line holds what it read back from the kernel right before exec, so the server's
+report never claims a protection that did not fire.
 
 Everything is imported before the private root replaces the filesystem (and before the uid switch): the
 server's Python may live where the command cannot reach (pyenv under a 0700 /root), so nothing may be
 imported lazily after that, which is also why the program is looked up on PATH by hand (`_exec`).
 
-Start-up cost matters (it is paid by every command), so the launcher imports only builtins and small C
-modules: `_signal` instead of `signal` (which imports `enum`), `marshal` instead of `json` (`re`), no
+Start-up cost matters, so the launcher imports only builtins and small C modules: `_signal` instead of
+`signal` (which imports `enum`), `_socket` instead of `socket`, `marshal` instead of `json` (`re`), no
 `typing` or `dataclasses` at run time.
 
-Three processes, each with one job:
+The processes of a session, each with one job:
 
-1. **supervisor** (this process, in the host pid namespace): dies with the server (PDEATHSIG, checked
-   against the server's pid in the plan), new session, child subreaper, unshares the namespaces (user,
-   pid, mount, net, ipc, uts; as root the user namespace comes later, after the uid switch, so that the
-   command never holds host uid 0; a root without CAP_SYS_ADMIN, as in a container, drops to the command's
-   uid first and takes the non-root path), writes the id maps, turns non-dumpable (its /proc/PID/fd, which
-   holds the status pipe, closes to the command), forks the init. On SIGTERM it kills the whole sandbox;
-   it exits when the init does.
-2. **init** (pid 1 of the new pid namespace): dies with the supervisor (PDEATHSIG), makes mount
-   propagation private, pivots into a private root made of the plan's `root` list only (rootfs.py:
-   read-only binds, the workdir read-write, a fresh /proc, private size-capped /tmp and /dev/shm), brings
-   up `lo` for `network = loopback`, forks the command, forwards signals to it, reaps zombies, and reports
-   the exit status and rusage. When the command exits, init exits and the kernel kills every process left
-   in the namespace (daemons, pipe-holding grandchildren).
-3. **command**: switches to the unprivileged uid, closes every inherited fd but 0-2, then in this order
-   (later layers would block earlier ones): rlimits, PR_SET_NO_NEW_PRIVS, capabilities dropped, Landlock,
-   seccomp last; reads its own state back from the kernel (linux/measure.py: ids, /proc/self/status,
-   rlimits) and reports that, then execve.
+1. **supervisor** (in the host pid namespace): dies with its parent (PDEATHSIG), new session, child
+   subreaper, unshares the namespaces (user, pid, mount, net, ipc, uts; as root the user namespace comes
+   later, per call, after the uid switch, so that no command ever holds host uid 0; a root without
+   CAP_SYS_ADMIN, as in a container, drops to the command's uid first and takes the non-root path),
+   writes the id maps, turns non-dumpable, forks the init, and exits when the init does (after killing
+   whatever was re-parented to it). Killing it kills the session: the init dies with it (PDEATHSIG), and
+   with the init its whole pid namespace.
+2. **init** (pid 1 of the session's pid namespace): makes mount propagation private, pivots into a
+   private root made of the plan's `root` list only (rootfs.py: read-only binds, the workdir read-write, a
+   fresh /proc, the session's /tmp and /dev/shm), brings up `lo` for `network = loopback`, builds the
+   Landlock ruleset once and scopes itself (signals, abstract unix sockets) once for the whole session,
+   then serves calls: for each one it forks a call init. Every direct child that is not a live call init
+   (an orphan of a call init that died) is killed at once. On `stop` from the server it kills every call
+   and exits; at end of file, once the running calls have ended.
+3. **call init** (one per call, a child subreaper): forks the command, waits for it, then kills whatever
+   the command left behind (daemons, `setsid` double forks: orphans come to it), and reports the exit
+   status and rusage. When the server closes the call's cancel pipe (timeout, quota, cancellation), it
+   kills the command's whole tree at once.
+4. **command**: takes its stdio, switches to the unprivileged uid, closes every other inherited fd, then
+   in this order (later layers would block earlier ones): rlimits, PR_SET_NO_NEW_PRIVS, capabilities
+   dropped, Landlock (the session's ruleset, enforced as a domain nested in the session's scope),
+   seccomp last; reads its own state back from the kernel (linux/measure.py) and reports that, then
+   execve.
 
 With `strict`, a requested layer that fails, or reads back as not in force (measure.judge), aborts before
 exec (fail closed) and the report names it.
@@ -41,8 +57,12 @@ exec (fail closed) and the report names it.
 
 from __future__ import annotations
 
+import _socket
 import errno
+import gc
+import marshal
 import os
+import resource
 import select
 import sys
 
@@ -62,8 +82,6 @@ from hanzo_sandbox_mcp.linux import measure  # noqa: E402 (stdlib only, and used
 if sys.platform.startswith("linux"):
     # Imported now, while the package is still readable: after the uid switch or under Landlock the
     # command process may no longer be able to open these files.
-    import resource
-
     from hanzo_sandbox_mcp.linux import landlock, libc, loopback, mounts, namespaces, rlimits, rootfs, seccomp
     from hanzo_sandbox_mcp.linux.privilege import drop_to, own_effective_caps, root_path
 
@@ -74,10 +92,15 @@ PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_CHILD_SUBREAPER = 36
-_FORWARDED = (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
-# Python itself ignores SIGPIPE and SIGXFSZ; an ignored disposition survives exec, so without a reset
-# `yes | head` would spin on EPIPE and a write past RLIMIT_FSIZE would not stop the writer.
-_RESET_AT_EXEC = (*_FORWARDED, signal.SIGPIPE, signal.SIGXFSZ)
+_STOP = (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
+# Python itself ignores SIGPIPE and SIGXFSZ, and the template ignores SIGCHLD (its children are reaped by the
+# kernel); an ignored disposition survives fork and exec, so without a reset `yes | head` would spin on EPIPE,
+# a write past RLIMIT_FSIZE would not stop the writer, and a command's children would never become zombies.
+_RESET_AT_EXEC = (*_STOP, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD)
+#: Largest control message: a call's fields (argv up to the server's 64 KiB, the environment).
+_MAX_MESSAGE = 1 << 20
+#: A call's descriptors, in this order: the command's stdio, the call's status and cancel pipes.
+_CALL_FDS = 5
 
 
 class Reporter:
@@ -133,10 +156,122 @@ def _failed(plan: LaunchPlan, errors: dict[str, str], layer: str, exc: BaseExcep
         raise Aborted(f"strict policy: the {layer} layer could not be applied ({errors[layer]})", strict=True)
 
 
+# --- the control socket -------------------------------------------------------------------------------
+
+
+def _recv(sock: Any, max_fds: int) -> tuple[bytes, list[int]]:
+    """One message and the descriptors that came with it (b"" at end of file). A message or a set of
+    descriptors that did not fit is refused whole (ValueError), its descriptors closed."""
+    data, ancillary, flags, _ = sock.recvmsg(_MAX_MESSAGE, _socket.CMSG_SPACE(max_fds * 4))
+    fds: list[int] = []
+    for level, kind, payload in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % 4
+            fds.extend(int.from_bytes(payload[i : i + 4], sys.byteorder) for i in range(0, usable, 4))
+    if flags & (_socket.MSG_TRUNC | _socket.MSG_CTRUNC):
+        _close_all(fds)
+        raise ValueError("a control message did not fit")
+    return data, fds
+
+
+def _send(sock: Any, data: bytes, fds: list[int]) -> None:
+    payload = b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds)
+    ancillary = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, payload)] if fds else []
+    sock.sendmsg([data], ancillary)
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _control(fd: int) -> Any:
+    return _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET, 0, fd)
+
+
+# --- the template ----------------------------------------------------------------------------------------
+
+
+def serve_template(ctrl_fd: int) -> int:
+    """Fork a session process for each request (one message with its control socket and status pipe) and
+    answer with the new process's pid and a pidfd. Exits when the server closes the socket."""
+    ctrl = _control(ctrl_fd)
+    # Children are reaped by the kernel: the server watches each session through its pidfd.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    # Everything imported so far is shared with every session process forked from here: keep the
+    # collector from touching (and so copying) those pages in each of them.
+    gc.freeze()
+    me = os.getpid()
+    while True:
+        try:
+            data, fds = _recv(ctrl, 2)
+        except (OSError, ValueError):
+            continue
+        if not data:
+            return 0
+        if data != b"session" or len(fds) != 2:
+            _close_all(fds)
+            continue
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            _close_all(fds)
+            _send(ctrl, marshal.dumps(("error", str(exc))), [])
+            continue
+        if pid == 0:
+            ctrl.close()
+            os._exit(session_main(fds[0], fds[1], parent=me))
+        _close_all(fds)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError as exc:
+            _kill(pid, signal.SIGKILL)
+            _send(ctrl, marshal.dumps(("error", f"pidfd_open: {exc}")), [])
+            continue
+        try:
+            _send(ctrl, marshal.dumps(("session", pid)), [pidfd])
+        finally:
+            os.close(pidfd)
+
+
 # --- stage 1: supervisor -------------------------------------------------------------------------------
 
 
-def supervise(plan: LaunchPlan, status: Reporter) -> int:
+def session_main(ctrl_fd: int, status_fd: int, *, parent: int | None) -> int:
+    """A session process: read the session's plan, then make its sandbox. `parent` is the process whose
+    death must kill this one (the template); None: the server named in the plan (a cold start)."""
+    for signum in _RESET_AT_EXEC:
+        signal.signal(signum, signal.SIG_DFL)
+    status = Reporter(status_fd)
+    linux = sys.platform.startswith("linux")
+    if linux:
+        # Die with our parent (SIGKILL of the server included): armed before anything else; the init and
+        # every call die with this process in turn. A uid change clears it (supervise arms it again).
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    ctrl = _control(ctrl_fd)
+    try:
+        data, fds = _recv(ctrl, 0)
+        _close_all(fds)
+        plan = LaunchPlan.from_wire(data)
+    except (OSError, ValueError, TypeError, KeyError, EOFError) as exc:
+        status.send("abort", message=f"unreadable launch plan: {exc}", strict=False)
+        return EXIT_SETUP_FAILED
+    status.token = plan.status_token
+    expected = parent if parent is not None else plan.parent_pid
+    if expected is not None and os.getppid() != expected:
+        # Our parent died before the signal was armed (we were re-parented): it will never come.
+        status.send("abort", message="the server that started this sandbox has exited", strict=False)
+        return EXIT_SETUP_FAILED
+    if linux:
+        return supervise(plan, status, ctrl)
+    status.send("namespaces", active=[], error=None)
+    return _run_init(plan, status, ctrl, [], None, False)
+
+
+def supervise(plan: LaunchPlan, status: Reporter, ctrl: Any) -> int:
     os.setsid()
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
     _oom_first()
@@ -144,21 +279,22 @@ def supervise(plan: LaunchPlan, status: Reporter) -> int:
     if is_root and plan.uid is not None and not root_path(0, own_effective_caps()):
         # A container's root (no CAP_SYS_ADMIN) cannot unshare outside a user namespace: become the
         # command's uid now and take the non-root path, user namespace first.
+        parent = os.getppid()
         try:
             drop_to(*_command_ids(plan, is_root))
         except OSError as exc:
-            status.send("abort", message=f"cannot switch to uid {plan.uid}: {exc}")
+            status.send("abort", message=f"cannot switch to uid {plan.uid}: {exc}", strict=False)
             return EXIT_SETUP_FAILED
-        # The uid change cleared PDEATHSIG: arm it again, then make sure the server did not die meanwhile.
+        # The uid change cleared PDEATHSIG: arm it again, then make sure our parent did not die meanwhile.
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if plan.parent_pid is not None and os.getppid() != plan.parent_pid:
+        if os.getppid() != parent:
             return EXIT_SETUP_FAILED
         is_root = False
-    # As root the user namespace is created by the command after it drops to the sandbox uid.
+    # As root the user namespace is created by each command after it drops to the sandbox uid.
     wanted = [name for name in plan.namespaces if not (is_root and name == "user")]
     active, ns_error = _unshare(plan, wanted, is_root)
     # Non-dumpable from here on (after the id maps, which need /proc/self owned by us): the supervisor and
-    # the init hold the status pipe and the plan's token, and a non-dumpable process's /proc/PID/fd and
+    # the init hold the control socket and the plan's token, and a non-dumpable process's /proc/PID/fd and
     # mem are closed to every process without CAP_SYS_PTRACE in the server's namespace, the command
     # (same uid without a pid namespace, or the same user namespace for a non-root server) included.
     libc.prctl(PR_SET_DUMPABLE, 0)
@@ -172,18 +308,21 @@ def supervise(plan: LaunchPlan, status: Reporter) -> int:
     child = os.fork()
     if child == 0:
         os.close(alive_w)
-        os._exit(_run_init(plan, status, active, alive_r, is_root))
+        os._exit(_run_init(plan, status, ctrl, active, alive_r, is_root))
     os.close(alive_r)
+    # Only the init holds the control socket and the status pipe: their end of file tells the server that
+    # the sandbox is ready (status) or gone (control).
+    ctrl.close()
+    os.close(status.fd)
 
-    def stop_sandbox(signum: int, _frame: object) -> None:
-        # SIGTERM from the server means "stop now": SIGKILL the init, which takes its namespace with it.
-        _kill(child, signal.SIGKILL if signum == signal.SIGTERM else signum)
+    def stop_sandbox(_signum: int, _frame: object) -> None:
+        _kill(child, signal.SIGKILL)  # the init takes its pid namespace with it
 
-    for signum in _FORWARDED:
+    for signum in _STOP:
         signal.signal(signum, stop_sandbox)
-    _, wait_status = os.waitpid(child, 0)
+    os.waitpid(child, 0)
     _reap_descendants()  # without a pid namespace, orphans were re-parented to us: kill them too
-    return os.waitstatus_to_exitcode(wait_status) if os.WIFEXITED(wait_status) else EXIT_SETUP_FAILED
+    return 0
 
 
 def _oom_first() -> None:
@@ -231,8 +370,7 @@ def _children() -> list[int]:
 def _reap_descendants() -> None:
     """Kill and reap whatever was re-parented to us (we are a child subreaper), until nothing is left."""
     while True:
-        children = _children()
-        for pid in children:
+        for pid in _children():
             _kill(pid, signal.SIGKILL)
         try:
             os.waitpid(-1, 0)
@@ -240,52 +378,57 @@ def _reap_descendants() -> None:
             return
 
 
-# --- stage 2: init -------------------------------------------------------------------------------------
+# --- stage 2: the session's init -------------------------------------------------------------------------
 
 
-def _run_init(plan: LaunchPlan, status: Reporter, active: list[str], alive_fd: int, is_root: bool) -> int:
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    # getppid() is 0 inside a new pid namespace, so ask the pipe: readable (EOF) means the supervisor
-    # died before PDEATHSIG was armed.
-    if select.select([alive_fd], [], [], 0)[0]:
-        return EXIT_SETUP_FAILED
-    os.close(alive_fd)
+class Session:
+    """What the init made once, which every call uses: the plan, the command's ids, the ruleset."""
+
+    def __init__(
+        self, plan: LaunchPlan, uid: int, gid: int, is_root: bool, private_root: bool, in_userns: bool
+    ) -> None:
+        self.plan = plan
+        self.uid = uid
+        self.gid = gid
+        self.is_root = is_root
+        self.private_root = private_root
+        self.in_userns = in_userns
+        self.ruleset_fd: int | None = None
+        self.landlock_abi: int | None = None
+        self.errors: dict[str, str] = {}
+        """Errors of the session's layers (the ruleset), repeated in each call's report."""
+
+
+def _run_init(
+    plan: LaunchPlan, status: Reporter, ctrl: Any, active: list[str], alive_fd: int | None, is_root: bool
+) -> int:
+    linux = sys.platform.startswith("linux")
+    if linux:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        # Orphans of a call init that died come to us (pid 1 does this anyway; without a pid namespace the
+        # subreaper flag does), and are killed at once (`_serve`).
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
+    if alive_fd is not None:
+        # getppid() is 0 inside a new pid namespace, so ask the pipe: readable (EOF) means the supervisor
+        # died before PDEATHSIG was armed.
+        if select.select([alive_fd], [], [], 0)[0]:
+            return EXIT_SETUP_FAILED
+        os.close(alive_fd)
     uid, gid = _command_ids(plan, is_root)
-    setup: dict[str, Any] = {"rootfs": False, "proc": False, "private_tmp": False, "loopback": False}
+    setup: dict[str, Any] = {"rootfs": False, "proc": False, "private_tmp": False, "loopback": False, "scoped": False}
     errors: dict[str, str] = {}
+    session = Session(plan, uid, gid, is_root, False, "user" in active)
     try:
-        _setup_namespaces(plan, active, uid, gid, setup, errors)
+        if linux:
+            _setup_namespaces(plan, active, uid, gid, setup, errors)
+            session.private_root = setup["rootfs"]
+            _session_landlock(session, setup, errors)
     except Aborted as exc:
         status.send("abort", message=str(exc), strict=exc.strict)
         return EXIT_SETUP_FAILED
     status.send("setup", errors=errors, **setup)
-
-    # Signals that arrive while the command is being forked wait (blocked) until the forwarding handlers
-    # are in place, instead of being lost.
-    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
-    command = os.fork()
-    if command == 0:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
-        os._exit(_run_command(plan, status, uid, gid, is_root, setup["rootfs"], "user" in active))
-
-    for signum in _FORWARDED:
-        signal.signal(signum, lambda signum, _frame: _kill(command, signum))
-    signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
-    while True:
-        pid, wait_status, _ = os.wait4(-1, 0)
-        if pid == command:
-            break
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    status.send(
-        "exit",
-        status=wait_status,
-        exit_code=os.WEXITSTATUS(wait_status) if os.WIFEXITED(wait_status) else None,
-        signal=os.WTERMSIG(wait_status) if os.WIFSIGNALED(wait_status) else None,
-        cpu_user_s=usage.ru_utime,
-        cpu_sys_s=usage.ru_stime,
-        peak_rss_kb=usage.ru_maxrss,
-    )
-    return 0
+    os.close(status.fd)  # end of file: the sandbox is ready
+    return _serve(session, ctrl)
 
 
 def _command_ids(plan: LaunchPlan, is_root: bool) -> tuple[int, int]:
@@ -308,6 +451,7 @@ def _setup_namespaces(
                     uid=uid,
                     gid=gid,
                     fresh_proc="pid" in active,
+                    scratch=plan.scratch,
                 )
                 setup.update(rootfs=True, proc="pid" in active, private_tmp=True)
         except OSError as exc:
@@ -320,27 +464,230 @@ def _setup_namespaces(
             _failed(plan, errors, "loopback", exc)
 
 
-# --- stage 3: the command ------------------------------------------------------------------------------
+def _session_landlock(session: Session, setup: dict[str, Any], errors: dict[str, str]) -> None:
+    """Build the calls' ruleset once, and scope the session once (see landlock.scope_self): a call's
+    domain then nests in the session's, so its processes may signal each other but nothing outside."""
+    spec = session.plan.landlock
+    if spec is None:
+        return
+    if spec.scope:
+        try:
+            # Needed by Landlock without CAP_SYS_ADMIN, and harmless here: nothing in a session may gain
+            # privileges by exec anyway (each command sets it again).
+            libc.prctl(PR_SET_NO_NEW_PRIVS, 1)
+            setup["scoped"] = landlock.scope_self()
+        except OSError as exc:
+            _failed(session.plan, errors, "landlock_scope", exc)
+    # /tmp and /dev/shm are writable only when they are the session's own, never the host's; and `/` is
+    # listable only when it is the private root (which holds the allowlist only), never the host's root
+    # (whose listing shows every other session's and user's directory names).
+    private = session.private_root
+    read_write = (*spec.read_write, "/tmp", "/dev/shm") if private else spec.read_write
+    try:
+        session.ruleset_fd, result = landlock.build_ruleset(
+            spec.read_exec, read_write, deny_tcp=spec.deny_tcp, scope=False, list_only=("/",) if private else ()
+        )
+        session.landlock_abi = result.abi
+    except OSError as exc:
+        _failed(session.plan, errors, "landlock", exc)
+        session.errors["landlock"] = errors["landlock"]
 
 
-def _run_command(
-    plan: LaunchPlan, status: Reporter, uid: int, gid: int, is_root: bool, private_root: bool, in_userns: bool
-) -> int:
+def _serve(session: Session, ctrl: Any) -> int:
+    """Fork a call init for each call message. `stop` from the server kills every call and ends the
+    session; end of file ends it once the running calls have ended (a one-call session)."""
+    calls: set[int] = set()
+    wake_r, wake_w = _signal_pipe()
+    listening = True
+    try:
+        while listening or calls:
+            watched = [ctrl.fileno(), wake_r] if listening else [wake_r]
+            ready = select.select(watched, [], [])[0]
+            if wake_r in ready:
+                _drain(wake_r)
+                _reap_calls(calls)
+            if not listening or ctrl.fileno() not in ready:
+                continue
+            try:
+                data, fds = _recv(ctrl, _CALL_FDS)
+            except ValueError:
+                continue
+            except OSError:
+                data, fds = b"", []
+            if data == b"stop":
+                _close_all(fds)
+                return 0
+            if not data:
+                listening = False
+                continue
+            if len(fds) != _CALL_FDS:
+                _close_all(fds)
+                continue
+            try:
+                pid = os.fork()
+            except OSError:
+                _close_all(fds)  # the call's status pipe closes without an exit line: the server says why
+                continue
+            if pid == 0:
+                ctrl.close()
+                _close_all([wake_r, wake_w])
+                signal.set_wakeup_fd(-1)
+                os._exit(_run_call(session, data, fds))
+            calls.add(pid)
+            _close_all(fds)
+        return 0
+    finally:
+        for pid in calls:
+            _kill(pid, signal.SIGKILL)
+        _reap_descendants()
+
+
+def _signal_pipe() -> tuple[int, int]:
+    """A pipe that becomes readable when SIGCHLD arrives (the handler itself does nothing)."""
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
+    return wake_r, wake_w
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _reap_calls(calls: set[int]) -> None:
+    """Reap the call inits that ended, then kill every other child: an orphan re-parented to us after its
+    call init died (killed by the command it ran, say), which must not outlive its call."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            break
+        calls.discard(pid)
+    for pid in _children():
+        if pid not in calls:
+            _kill(pid, signal.SIGKILL)
+
+
+# --- stage 3: the call's init ----------------------------------------------------------------------------
+
+
+def _run_call(session: Session, data: bytes, fds: list[int]) -> int:
     for signum in _RESET_AT_EXEC:
         signal.signal(signum, signal.SIG_DFL)
-    errors: dict[str, str] = {}
+    stdin, stdout, stderr, status_fd, cancel_fd = fds
+    status = Reporter(status_fd)
     try:
-        host_ids, own_userns = _become_command_user(plan, uid, gid, is_root, errors)
-        # Die with init even without a pid namespace (set after the uid switch, which clears it).
+        plan = session.plan.with_call(data)
+    except (ValueError, TypeError, KeyError, EOFError) as exc:
+        status.send("abort", message=f"unreadable call: {exc}", strict=False)
+        return EXIT_SETUP_FAILED
+    status.token = plan.status_token
+    linux = sys.platform.startswith("linux")
+    if linux:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1)  # the command's orphans come to us, and die with the call
+    wake_r, _wake_w = _signal_pipe()
+    command = os.fork()
+    if command == 0:
+        signal.set_wakeup_fd(-1)
+        for signum in _RESET_AT_EXEC:
+            signal.signal(signum, signal.SIG_DFL)
+        for target, fd in enumerate((stdin, stdout, stderr)):
+            os.dup2(fd, target)
+        if linux:
+            os._exit(_run_command(session, plan, status))
+        os._exit(_run_unconfined(plan, status))
+    _close_all([stdin, stdout, stderr])
+    if session.ruleset_fd is not None:
+        os.close(session.ruleset_fd)
+    wait_status = _supervise_call(command, cancel_fd, wake_r, linux)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    status.send(
+        "exit",
+        status=wait_status,
+        exit_code=os.WEXITSTATUS(wait_status) if os.WIFEXITED(wait_status) else None,
+        signal=os.WTERMSIG(wait_status) if os.WIFSIGNALED(wait_status) else None,
+        cpu_user_s=usage.ru_utime,
+        cpu_sys_s=usage.ru_stime,
+        peak_rss_kb=usage.ru_maxrss,
+    )
+    return 0
+
+
+def _supervise_call(command: int, cancel_fd: int, wake_r: int, linux: bool) -> int:
+    """Wait for the command, or for the cancel pipe to turn readable (the server closed it: timeout, quota,
+    cancellation, or the server died); then kill everything the call started, again after each death
+    (whose children come to us), until nothing is left. Returns the command's wait status."""
+    wait_status: int | None = None
+    while wait_status is None:
+        ready = select.select([wake_r, cancel_fd], [], [])[0]
+        _drain(wake_r)
+        if cancel_fd in ready:
+            break
+        wait_status = _reaped(command)
+    while True:
+        _kill_call_tree(command, linux, alive=wait_status is None)
+        try:
+            pid, status_word = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return wait_status if wait_status is not None else signal.SIGKILL
+        if pid == command:
+            wait_status = status_word
+
+
+def _reaped(command: int) -> int | None:
+    """Reap every child that ended (the command's orphans too); the command's wait status once it has."""
+    found = None
+    while True:
+        try:
+            pid, status_word = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return found
+        if pid == 0:
+            return found
+        if pid == command:
+            found = status_word
+
+
+def _kill_call_tree(command: int, linux: bool, *, alive: bool) -> None:
+    if alive:
+        _kill(command, signal.SIGKILL)
+    if linux:
+        for pid in _children():
+            _kill(pid, signal.SIGKILL)
+    else:
+        try:
+            os.killpg(command, signal.SIGKILL)  # the command leads its own process group (setsid)
+        except OSError:
+            pass
+
+
+# --- stage 4: the command ------------------------------------------------------------------------------
+
+
+def _run_command(session: Session, plan: LaunchPlan, status: Reporter) -> int:
+    errors: dict[str, str] = dict(session.errors)
+    try:
+        host_ids, own_userns = _become_command_user(plan, session.uid, session.gid, session.is_root, errors)
+        # Die with the call init (set after the uid switch, which clears it).
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         _enter_workdir(plan)
-        _close_inherited_fds(status.fd)
+        _close_inherited_fds(status.fd, session.ruleset_fd)
         proc_status = measure.StatusReader()  # opened before Landlock, which need not grant /proc
-        landlock_abi, filters_before = _confine(plan, private_root, proc_status, errors)
+        landlock_abi, filters_before = _confine(plan, session, proc_status, errors)
     except Aborted as exc:
         status.send("abort", message=str(exc), strict=exc.strict)
         return EXIT_SETUP_FAILED
-    readings = _measure(plan, host_ids, in_userns or own_userns, proc_status, filters_before, errors)
+    in_userns = session.in_userns or own_userns
+    readings = _measure(plan, host_ids, in_userns, proc_status, filters_before, errors)
     proc_status.close()
     # Under strict, fail closed on what the kernel says, not only on a step that raised: a layer that reads
     # back as missing (a bug, or a mutation) stops the command before exec.
@@ -349,7 +696,7 @@ def _run_command(
         layers = "; ".join(f"{layer}: {why}" for layer, why in missing.items())
         status.send("abort", message=f"strict policy: a layer is not in force ({layers})", strict=True)
         return EXIT_SETUP_FAILED
-    status.send("applied", errors=errors, user_ns=in_userns or own_userns, landlock_abi=landlock_abi, **readings)
+    status.send("applied", errors=errors, user_ns=in_userns, landlock_abi=landlock_abi, **readings)
     return _exec(plan, status)
 
 
@@ -426,15 +773,19 @@ def _enter_workdir(plan: LaunchPlan) -> None:
     _make_tmpdir(plan.env.get("TMPDIR"))
 
 
-def _close_inherited_fds(status_fd: int) -> None:
-    """Only 0, 1, 2 and the status pipe (close-on-exec) survive: no server socket, pipe or file leaks."""
+def _close_inherited_fds(status_fd: int, ruleset_fd: int | None) -> None:
+    """Only 0, 1, 2, the status pipe and the Landlock ruleset (both close-on-exec) survive: no server
+    socket, pipe or file leaks, nor the session's control socket."""
     os.set_inheritable(status_fd, False)
-    os.closerange(3, status_fd)
-    os.closerange(status_fd + 1, _max_fd())
+    low = 3
+    for keep in sorted(fd for fd in (status_fd, ruleset_fd) if fd is not None):
+        os.closerange(low, keep)
+        low = keep + 1
+    os.closerange(low, _max_fd())
 
 
 def _confine(
-    plan: LaunchPlan, private_root: bool, proc_status: measure.StatusReader, errors: dict[str, str]
+    plan: LaunchPlan, session: Session, proc_status: measure.StatusReader, errors: dict[str, str]
 ) -> tuple[int | None, int | None]:
     """rlimits, no_new_privs, capabilities, Landlock, seccomp last (each earlier step would be blocked by
     a later one). Returns the Landlock ABI that restrict_self enforced (None: none) and the number of
@@ -457,22 +808,18 @@ def _confine(
 
     landlock_abi = None
     if plan.landlock is not None:
-        spec = plan.landlock
-        # /tmp and /dev/shm are writable only when they are this call's own tmpfs, never the host's; and
-        # `/` is listable only when it is the private root (which holds the allowlist only), never the
-        # host's root (whose listing shows every other session's and user's directory names).
-        read_write = (*spec.read_write, "/tmp", "/dev/shm") if private_root else spec.read_write
-        try:
-            # restrict_self raises unless the kernel returned 0, so an ABI here is one in force.
-            landlock_abi = landlock.restrict_self(
-                spec.read_exec,
-                read_write,
-                deny_tcp=spec.deny_tcp,
-                scope=spec.scope,
-                list_only=("/",) if private_root else (),
-            ).abi
-        except OSError as exc:
-            _failed(plan, errors, "landlock", exc)
+        if session.ruleset_fd is None:
+            if plan.strict:  # the session's build failed: its error is in `errors` already
+                why = errors.get("landlock", "no ruleset")
+                raise Aborted(f"strict policy: the landlock layer could not be applied ({why})", strict=True)
+        else:
+            try:
+                # enforce raises unless the kernel returned 0, so an ABI here is one in force.
+                landlock.enforce(session.ruleset_fd)
+                landlock_abi = session.landlock_abi
+            except OSError as exc:
+                _failed(plan, errors, "landlock", exc)
+            os.close(session.ruleset_fd)
 
     filters_before = proc_status.read().get("Seccomp_filters")
     if plan.seccomp_bpf is not None:
@@ -531,46 +878,23 @@ def _max_fd() -> int:
 # --- entry ---------------------------------------------------------------------------------------------
 
 
-def _read_plan(fd: int) -> LaunchPlan:
-    chunks = []
-    while chunk := os.read(fd, 1 << 16):
-        chunks.append(chunk)
-    os.close(fd)
-    return LaunchPlan.from_wire(b"".join(chunks))
-
-
 def main(argv: list[str]) -> int:
-    if len(argv) != 3:
-        print("usage: launcher.py PLAN_FD STATUS_FD (internal to hanzo-sandbox-mcp)", file=sys.stderr)
-        return 2
-    status = Reporter(int(argv[2]))
-    linux = sys.platform.startswith("linux")
-    if linux:
-        # Die with the server (SIGKILL of the server included): armed before anything else, the init and
-        # the command die with this process in turn. A uid change clears it (supervise arms it again).
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    try:
-        plan = _read_plan(int(argv[1]))
-    except (OSError, ValueError, TypeError, KeyError, EOFError) as exc:
-        status.send("abort", message=f"unreadable launch plan: {exc}", strict=False)
-        return EXIT_SETUP_FAILED
-    status.token = plan.status_token
-    if plan.parent_pid is not None and os.getppid() != plan.parent_pid:
-        # The server died before the signal was armed (we were re-parented): it will never come.
-        status.send("abort", message="the server that started this command has exited", strict=False)
-        return EXIT_SETUP_FAILED
-    if linux:
-        return supervise(plan, status)
-    return _run_unconfined(plan, status)
+    if len(argv) == 4 and argv[1] == "session":
+        return session_main(int(argv[2]), int(argv[3]), parent=None)
+    if len(argv) == 3 and argv[1] == "template" and sys.platform.startswith("linux"):
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # die with the server
+        return serve_template(int(argv[2]))
+    usage = "usage: launcher.py session CTRL_FD STATUS_FD | template CTRL_FD (internal to hanzo-sandbox-mcp)"
+    print(usage, file=sys.stderr)
+    return 2
 
 
 def _run_unconfined(plan: LaunchPlan, status: Reporter) -> int:
-    """Non-Linux: rlimits and the wrapper (macOS `sandbox-exec`), then exec; the server supervises."""
+    """Non-Linux: rlimits and the wrapper (macOS `sandbox-exec`), then exec; the call init kills the
+    command's process group when the call ends."""
     from hanzo_sandbox_mcp.linux.rlimits import apply_rlimits
 
     os.setsid()
-    for signum in _RESET_AT_EXEC:
-        signal.signal(signum, signal.SIG_DFL)
     errors: dict[str, str] = {}
     if plan.rlimits:
         try:

@@ -49,6 +49,12 @@ class ExecResult(BaseModel):
     error: str | None = Field(
         None, description="Why the command did not run or was stopped (sandbox setup failure, quota), if so."
     )
+    sandbox_restarted: str | None = Field(
+        None,
+        description="Set when the session's sandbox had to be made again for this call (it had died, or a "
+        "call in it could not be stopped): every process the session had started and its /tmp and /dev/shm "
+        "were lost; the workdir and its files were kept.",
+    )
 
     @property
     def returncode(self) -> int:

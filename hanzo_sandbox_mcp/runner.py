@@ -1,12 +1,15 @@
-"""Spawn one command through a sandbox, supervise it, and return an `ExecResult`.
+"""Run one command in a session's sandbox, supervise it, and return an `ExecResult`.
 
-The command is started through the launcher (see launcher.py) with its plan on a pipe. The runner then:
-streams stdout and stderr with a cap per stream (memory stays bounded however much a command prints),
-feeds stdin, reads the launcher's status pipe (what fired, exit status, rusage), enforces the wall-clock
-timeout, lets the workdir's quota (quota.py) supervise the call, and on timeout, quota or cancellation kills
-the whole process tree with cleanup shielded from further cancellation.
+The call is handed to the session's sandbox (session_sandbox.py), which forks it inside (launcher.py),
+with five pipes: stdin, stdout, stderr, the call's status (what fired, exit status, rusage) and its cancel
+pipe. The runner then streams stdout and stderr with a cap per stream (memory stays bounded however much a
+command prints), feeds stdin, reads the status pipe until its end (the call is over), enforces the
+wall-clock timeout, lets the workdir's quota (quota.py) supervise the call, and on timeout, quota or
+cancellation closes the cancel pipe, upon which the sandbox kills the call's whole process tree; a sandbox
+that fails to do so within a grace period is killed itself (and made again for the next call).
 
-Nothing on this path walks the workdir: a call costs the same whatever the workdir holds.
+Without a session (`run`, tests) the call gets a one-call session: the same sandbox, made for it and
+closed after it. Nothing on this path walks the workdir: a call costs the same whatever the workdir holds.
 """
 
 from __future__ import annotations
@@ -16,23 +19,22 @@ import errno
 import math
 import os
 import signal
-import subprocess
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 import anyio
-import anyio.abc
 
 from .config import OutputSettings
 from .errors import RequestError, SandboxUnavailable
-from .launch import LaunchReport, handing_over, launcher_argv, launcher_pipes, seal
+from .launch import LaunchReport, seal
 from .launch_plan import LaunchPlan
 from .output import CappedBuffer
 from .policy import SandboxPolicy
 from .quota import PolledQuota, QuotaLimits, WorkdirQuota
 from .results import ExecResult, ResourceUsage
-from .sandbox.base import Attachment, NoAttachment, Sandbox, require_workdir
+from .sandbox.base import Sandbox, require_workdir
+from .session_sandbox import SandboxGone, SandboxHolder, SessionSandbox
 from .workdir import resolve_inside
 
 __all__ = ["OutputCallback", "run_sandboxed"]
@@ -40,17 +42,21 @@ __all__ = ["OutputCallback", "run_sandboxed"]
 OutputCallback = Callable[[str, bytes], Awaitable[None]]
 
 _READ_CHUNK = 64 * 1024
-_KILL_GRACE_S = 1.0
+#: How long a cancelled call's sandbox may take to kill the call's tree before the sandbox is killed.
+_KILL_GRACE_S = 5.0
 _DRAIN_GRACE_S = 2.0
 
 
 @dataclasses.dataclass
 class _CallState:
     report: LaunchReport = dataclasses.field(default_factory=LaunchReport)
+    done: anyio.Event = dataclasses.field(default_factory=anyio.Event)
+    """Set at the end of the status pipe: the call's init has exited (the call is over)."""
     timed_out: bool = False
     quota_stopped: bool = False
     quota_excess: str | None = None
     """Why the quota counts as exceeded (stopped by it, or the filesystem filled up), if it does."""
+    restarted: str | None = None
 
 
 def _validate_argv(argv: Sequence[str]) -> None:
@@ -60,87 +66,102 @@ def _validate_argv(argv: Sequence[str]) -> None:
         raise RequestError("the command contains a NUL byte, which no program argument can hold; remove it")
 
 
-async def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
+async def _write_stdin(pipes: _Pipes, data: bytes | None) -> None:
+    view = memoryview(data or b"")
     try:
         while view:
-            await anyio.wait_writable(fd)
+            await anyio.wait_writable(pipes.stdin)
             try:
-                view = view[os.write(fd, view) :]
+                view = view[os.write(pipes.stdin, view) :]
             except BlockingIOError:
                 continue
-    except (BrokenPipeError, OSError):
-        pass  # the launcher died early; its status or exit code says why
+    except OSError:
+        pass  # the command does not read its stdin: not an error
     finally:
-        os.close(fd)
+        pipes.close(pipes.stdin)  # end of file for the command
 
 
-async def _read_status(fd: int, report: LaunchReport) -> None:
+async def _chunks(fd: int) -> AsyncIterator[bytes]:
+    while True:
+        await anyio.wait_readable(fd)
+        try:
+            chunk = os.read(fd, _READ_CHUNK)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            return
+        yield chunk
+
+
+async def _read_status(fd: int, state: _CallState) -> None:
     pending = b""
     try:
-        while True:
-            await anyio.wait_readable(fd)
-            try:
-                chunk = os.read(fd, _READ_CHUNK)
-            except BlockingIOError:
-                continue
-            if not chunk:
-                break
+        async for chunk in _chunks(fd):
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for line in lines:
-                report.feed(line)
+                state.report.feed(line)
     finally:
-        os.close(fd)
+        state.done.set()
 
 
-async def _pump(
-    stream: anyio.abc.ByteReceiveStream, buffer: CappedBuffer, name: str, on_output: OutputCallback | None
-) -> None:
-    async for chunk in stream:
+async def _pump(fd: int, buffer: CappedBuffer, name: str, on_output: OutputCallback | None) -> None:
+    async for chunk in _chunks(fd):
         buffer.feed(chunk)
         if on_output is not None:
             await on_output(name, chunk)
 
 
-async def _feed_stdin(stream: anyio.abc.ByteSendStream, data: bytes | None) -> None:
-    try:
-        if data:
-            await stream.send(data)
-    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-        pass  # the command does not read its stdin: not an error
-    finally:
-        await stream.aclose()
+class _Pipes:
+    """A call's five pipes: the sandbox's ends (sent with the call, then closed here) and ours (non-
+    blocking, each closed once, by its task or at the end). On failure (EMFILE) every descriptor already
+    made is closed."""
 
-
-def _signal(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
-
-
-async def _kill_tree(process: anyio.abc.Process, attachment: Attachment) -> None:
-    """SIGTERM asks the launcher to SIGKILL its sandbox (a whole pid namespace); SIGKILL follows if it
-    lingers, and the session group and cgroup are killed too for the case without a pid namespace."""
-    with anyio.CancelScope(shield=True):
-        _signal(process.pid, signal.SIGTERM)
-        attachment.kill()
-        with anyio.move_on_after(_KILL_GRACE_S):
-            await process.wait()
+    def __init__(self) -> None:
+        made: list[int] = []
         try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        _signal(process.pid, signal.SIGKILL)
-        await process.wait()
+            for _ in range(5):
+                made.extend(os.pipe())
+        except BaseException:
+            for fd in made:
+                os.close(fd)
+            raise
+        (
+            stdin_r,
+            self.stdin,
+            self.stdout,
+            stdout_w,
+            self.stderr,
+            stderr_w,
+            self.status,
+            status_w,
+            cancel_r,
+            self.cancel,
+        ) = made
+        self.theirs = [stdin_r, stdout_w, stderr_w, status_w, cancel_r]
+        self._open = {self.stdin, self.stdout, self.stderr, self.status, self.cancel}
+        for fd in (self.stdin, self.stdout, self.stderr, self.status):
+            os.set_blocking(fd, False)
 
+    def hand_over(self) -> None:
+        """The sandbox has its ends (or will never get them): close ours of them."""
+        for fd in self.theirs:
+            os.close(fd)
+        self.theirs = []
 
-async def _supervise_quota(
-    quota: WorkdirQuota, state: _CallState, process: anyio.abc.Process, attachment: Attachment
-) -> None:
-    state.quota_excess = await quota.supervise(lambda: _kill_tree(process, attachment))
-    state.quota_stopped = True
+    def close(self, fd: int) -> None:
+        if fd in self._open:
+            self._open.discard(fd)
+            os.close(fd)
+
+    def cancel_call(self) -> None:
+        """Closing the cancel pipe tells the sandbox to kill the call's tree."""
+        self.close(self.cancel)
+
+    def close_all(self) -> None:
+        self.hand_over()
+        for fd in list(self._open):
+            self.close(fd)
 
 
 def _prepare(
@@ -186,14 +207,17 @@ async def run_sandboxed(
     on_output: OutputCallback | None = None,
     env: Mapping[str, str] | None = None,
     quota: WorkdirQuota | None = None,
+    holder: SandboxHolder | None = None,
 ) -> ExecResult:
     """Run `argv` confined by `sandbox` under `policy` (whose `session_workdir` must be set).
 
-    `cwd` is relative to the workdir and may not leave it. `quota` is the workdir's (a session's); without
-    one the workdir is counted during this call only, with the policy's `workdir_quota_mb`. Raises
-    `RequestError` for unusable arguments and when the server is out of file descriptors (retryable), and
-    `SandboxUnavailable` when a strict policy's layer could not be applied (the command did not run).
-    Cancellation kills the process tree before it propagates.
+    `holder` is the session's sandbox; without one the call is a one-call session (a sandbox made for it
+    and closed after it). `cwd` is relative to the workdir and may not leave it. `quota` is the workdir's
+    (a session's); without one the workdir is counted during this call only, with the policy's
+    `workdir_quota_mb`. Raises `RequestError` for unusable arguments and when the server is out of file
+    descriptors (retryable), and `SandboxUnavailable` when a strict policy's layer could not be applied or
+    the sandbox could not be made (the command did not run). Cancellation kills the process tree before it
+    propagates.
     """
     if not math.isfinite(timeout_s) or timeout_s <= 0:
         raise RequestError("timeout_s must be a positive number of seconds")
@@ -201,17 +225,21 @@ async def run_sandboxed(
     adhoc = quota is None
     if quota is None:  # a directory of the caller's (`run --workdir`, tests): counted for this call only
         quota = PolledQuota(require_workdir(policy), QuotaLimits.of(policy.workdir_quota_mb), owned=False)
+    one_call = holder is None
+    if holder is None:
+        holder = SandboxHolder(lambda plan: SessionSandbox.start(sandbox, policy, plan, template=None))
     try:
         plan = _cap_file_size(_prepare(sandbox, policy, argv, cwd, env), quota)
-        plan, report = seal(plan)  # a fresh token: the status pipe accepts only this call's launcher
-        return await _run(sandbox, policy, plan, report, stdin, timeout_s, output, on_output, quota)
+        return await _run(sandbox, policy, plan, holder, stdin, timeout_s, output, on_output, quota)
     except OSError as exc:
         if exc.errno in (errno.EMFILE, errno.ENFILE):
             raise _out_of_descriptors(exc) from None
         raise
     finally:
-        if adhoc and isinstance(quota, PolledQuota):
-            with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):
+            if one_call:
+                await holder.aclose()
+            if adhoc and isinstance(quota, PolledQuota):
                 await quota.close()
 
 
@@ -219,7 +247,7 @@ async def _run(
     sandbox: Sandbox,
     policy: SandboxPolicy,
     plan: LaunchPlan,
-    report: LaunchReport,
+    holder: SandboxHolder,
     stdin: bytes | None,
     timeout_s: float,
     output: OutputSettings,
@@ -228,83 +256,91 @@ async def _run(
 ) -> ExecResult:
     stdout = CappedBuffer(output.max_stdout_bytes)
     stderr = CappedBuffer(output.max_stderr_bytes)
-    state = _CallState(report=report)
-
-    pipes = launcher_pipes(nonblocking=True)
-    plan_r, plan_w, status_r, status_w = pipes
     started = time.monotonic()
-    with handing_over(pipes):
-        process = await anyio.open_process(
-            launcher_argv(plan_r, status_w),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            pass_fds=(plan_r, status_w),
-            env={},
-        )
-
-    attachment: Attachment | None = None
+    pipes = _Pipes()
     try:
-        # Attach before the plan is sent: the launcher waits for its plan before it forks anything.
-        attachment = sandbox.attach(process.pid, policy)
-        await _supervise(
-            process,
-            plan,
-            plan_w,
-            status_r,
-            stdin,
-            timeout_s,
-            quota,
-            stdout,
-            stderr,
-            state,
-            attachment,
-            on_output,
-        )
-    except BaseException:
-        await _kill_tree(process, attachment or NoAttachment())
-        raise
+        state = await _hand_over(plan, holder, pipes)
+        await _supervise(pipes, stdin, timeout_s, quota, stdout, stderr, state, holder, on_output)
     finally:
-        peak = attachment.memory_peak_bytes() if attachment else None
-        if attachment is not None:
-            attachment.release()
+        with anyio.CancelScope(shield=True):
+            pipes.close_all()
     if state.quota_excess is None:
         state.quota_excess = quota.full_after_call()
     duration_ms = (time.monotonic() - started) * 1000
-    return _result(sandbox, policy, state, stdout, stderr, duration_ms, peak, quota)
+    return _result(sandbox, policy, state, stdout, stderr, duration_ms, quota)
+
+
+async def _hand_over(plan: LaunchPlan, holder: SandboxHolder, pipes: _Pipes) -> _CallState:
+    """Send the call to the session's sandbox (made again, once, when it turns out to be dead: the call
+    never started then); the call's state, its report begun from the sandbox's."""
+    session_box, restarted = await holder.get(plan)
+    try:
+        for attempt in range(2):
+            sealed, _ = seal(plan)  # a fresh token: the status pipe accepts only this call's lines
+            try:
+                await session_box.send_call(sealed, pipes.theirs)
+                return _CallState(report=session_box.report.for_call(sealed), restarted=restarted)
+            except SandboxGone as exc:
+                if attempt:
+                    raise SandboxUnavailable(f"the session's sandbox could not be reached: {exc}") from None
+                await holder.replace(str(exc))
+                session_box, _ = await holder.get(plan)
+                restarted = "the session's sandbox had died (killed, or out of memory)"
+        raise AssertionError("unreachable")
+    finally:
+        pipes.hand_over()
+
+
+async def _stop_call(pipes: _Pipes, state: _CallState, holder: SandboxHolder) -> None:
+    """Have the sandbox kill the call's tree; if it does not within the grace period (a call init that
+    was stopped or killed by the command it ran), kill the sandbox and everything in it."""
+    with anyio.CancelScope(shield=True):
+        pipes.cancel_call()
+        with anyio.move_on_after(_KILL_GRACE_S):
+            await state.done.wait()
+        if not state.done.is_set():
+            await holder.replace("a call it ran could not be stopped")
+            state.restarted = "the session's sandbox was killed: a call in it could not be stopped"
+            await state.done.wait()
 
 
 async def _supervise(
-    process: anyio.abc.Process,
-    plan: LaunchPlan,
-    plan_w: int,
-    status_r: int,
+    pipes: _Pipes,
     stdin: bytes | None,
     timeout_s: float,
     quota: WorkdirQuota,
     stdout: CappedBuffer,
     stderr: CappedBuffer,
     state: _CallState,
-    attachment: Attachment,
+    holder: SandboxHolder,
     on_output: OutputCallback | None,
 ) -> None:
-    assert process.stdin and process.stdout and process.stderr
-    async with anyio.create_task_group() as io_group:
-        io_group.start_soon(_write_all, plan_w, plan.to_wire())
-        io_group.start_soon(_read_status, status_r, state.report)
-        io_group.start_soon(_pump, process.stdout, stdout, "stdout", on_output)
-        io_group.start_soon(_pump, process.stderr, stderr, "stderr", on_output)
-        io_group.start_soon(_feed_stdin, process.stdin, stdin)
-        async with anyio.create_task_group() as watch_group:
-            watch_group.start_soon(_supervise_quota, quota, state, process, attachment)
-            with anyio.move_on_after(timeout_s) as deadline:
-                await process.wait()
-            if deadline.cancelled_caught:
-                state.timed_out = True
-                await _kill_tree(process, attachment)
-            watch_group.cancel_scope.cancel()
-        # The launcher is gone, so the pipes close unless something escaped the tree: bound the wait.
-        io_group.cancel_scope.deadline = anyio.current_time() + _DRAIN_GRACE_S
+    try:
+        async with anyio.create_task_group() as io_group:
+            io_group.start_soon(_read_status, pipes.status, state)
+            io_group.start_soon(_pump, pipes.stdout, stdout, "stdout", on_output)
+            io_group.start_soon(_pump, pipes.stderr, stderr, "stderr", on_output)
+            io_group.start_soon(_write_stdin, pipes, stdin)
+            async with anyio.create_task_group() as watch_group:
+                watch_group.start_soon(_supervise_quota, quota, state, pipes, holder)
+                with anyio.move_on_after(timeout_s) as deadline:
+                    await state.done.wait()
+                if deadline.cancelled_caught:
+                    state.timed_out = True
+                    await _stop_call(pipes, state, holder)
+                watch_group.cancel_scope.cancel()
+            # The call is over, so the pipes close unless something escaped its tree: bound the wait.
+            io_group.cancel_scope.deadline = anyio.current_time() + _DRAIN_GRACE_S
+    except BaseException:
+        await _stop_call(pipes, state, holder)
+        raise
+    finally:
+        pipes.cancel_call()
+
+
+async def _supervise_quota(quota: WorkdirQuota, state: _CallState, pipes: _Pipes, holder: SandboxHolder) -> None:
+    state.quota_excess = await quota.supervise(lambda: _stop_call(pipes, state, holder))
+    state.quota_stopped = True
 
 
 def _result(
@@ -314,7 +350,6 @@ def _result(
     stdout: CappedBuffer,
     stderr: CappedBuffer,
     duration_ms: float,
-    peak_bytes: int | None,
     quota: WorkdirQuota,
 ) -> ExecResult:
     report = state.report
@@ -328,6 +363,9 @@ def _result(
         exit_code, signum = None, signal.SIGKILL
     elif report.exit is None and error is not None:
         exit_code = 125  # the launcher stopped before the command ran (like env's "cannot run" status)
+    elif report.exit is None:
+        exit_code, signum = None, signal.SIGKILL
+        error = "the session's sandbox died during the call (killed from outside, or out of memory); retry"
     if state.quota_stopped:
         error = f"{state.quota_excess}; the call was stopped"
     elif state.quota_excess is not None and error is None:
@@ -335,8 +373,6 @@ def _result(
     usage = None
     if report.exit is not None:
         peak_kb = int(exit_info.get("peak_rss_kb") or 0)
-        if peak_bytes is not None:
-            peak_kb = max(peak_kb, peak_bytes // 1024)
         usage = ResourceUsage(
             cpu_user_s=float(exit_info.get("cpu_user_s") or 0.0),
             cpu_sys_s=float(exit_info.get("cpu_sys_s") or 0.0),
@@ -359,4 +395,5 @@ def _result(
         resource_usage=usage,
         protection=sandbox.report(report, policy),
         error=error,
+        sandbox_restarted=state.restarted,
     )

@@ -59,8 +59,11 @@ __all__ = [
     "LandlockError",
     "LandlockResult",
     "abi_version",
+    "build_ruleset",
+    "enforce",
     "handled_fs_rights",
     "restrict_self",
+    "scope_self",
 ]
 
 # Filesystem access rights (include/uapi/linux/landlock.h).
@@ -276,28 +279,40 @@ def restrict_self(
     list_only: Sequence[str] = (),
     max_abi: int | None = None,
 ) -> LandlockResult:
-    """Confine the calling thread (and every process it later execs or forks) to the allowlist.
+    """Confine the calling thread (and every process it later execs or forks) to the allowlist: a
+    `build_ruleset` enforced at once. Raises LandlockError; no fd stays open either way."""
+    ruleset_fd, result = build_ruleset(
+        read_exec, read_write, deny_tcp=deny_tcp, scope=scope, list_only=list_only, max_abi=max_abi
+    )
+    try:
+        enforce(ruleset_fd)
+    finally:
+        os.close(ruleset_fd)
+    return result
 
-    The caller must have set `prctl(PR_SET_NO_NEW_PRIVS, 1)` first: this is checked before anything is
-    created (the kernel would let a process with CAP_SYS_ADMIN skip it, so a root launcher could otherwise
-    run without no_new_privs unnoticed). Call it while the process is single-threaded: other threads stay
-    unconfined.
+
+def build_ruleset(
+    read_exec: Sequence[str],
+    read_write: Sequence[str],
+    *,
+    deny_tcp: bool,
+    scope: bool,
+    list_only: Sequence[str] = (),
+    max_abi: int | None = None,
+) -> tuple[int, LandlockResult]:
+    """Make the ruleset of the allowlist (see the module docstring) without enforcing it: the fd (the
+    kernel makes it close-on-exec) can be enforced again and again by forked children (`enforce`), so a
+    session builds it once and each call only enforces it.
 
     `deny_tcp` (ABI 4+) denies TCP bind and connect on every port, for network "none".
     `scope` (ABI 6+) stops the sandbox from signalling processes outside it or connecting to abstract unix
     sockets they created. Either is reported in `unenforced` when the ABI is too old.
     `max_abi` caps the ABI used (to test the behaviour of older kernels, or to pin one).
 
-    Raises LandlockError (an OSError carrying errno) naming the step and path; no fd stays open either way.
+    Raises LandlockError (an OSError carrying errno) naming the step and path; on error no fd stays open.
     """
     for path in (*read_exec, *read_write, *list_only):
         _check_path(path)
-    if not _no_new_privs():
-        raise LandlockError(
-            errno.EPERM,
-            "restrict_self",
-            hint=": no_new_privs is not set; call prctl(PR_SET_NO_NEW_PRIVS, 1) first",
-        )
     kernel_abi = abi_version()
     if kernel_abi == 0:
         raise LandlockError(
@@ -339,12 +354,10 @@ def restrict_self(
         ):
             for path in paths:
                 (ruled if _add_path_rule(ruleset_fd, path, rights) else skipped).append(path)
-        result = _syscall(2, ruleset_fd, 0)
-        if result < 0:
-            raise LandlockError(-result, "restrict_self")
-    finally:
+    except BaseException:
         os.close(ruleset_fd)
-    return LandlockResult(
+        raise
+    result = LandlockResult(
         abi=abi,
         handled_fs=handled_fs,
         tcp_denied=bool(handled_net),
@@ -353,3 +366,46 @@ def restrict_self(
         skipped=tuple(skipped),
         unenforced=tuple(unenforced),
     )
+    return ruleset_fd, result
+
+
+def enforce(ruleset_fd: int) -> None:
+    """Confine the calling thread with a ruleset from `build_ruleset` (a new, nested Landlock domain).
+
+    The caller must have set `prctl(PR_SET_NO_NEW_PRIVS, 1)` first: this is checked before anything is
+    enforced (the kernel would let a process with CAP_SYS_ADMIN skip it, so a root launcher could otherwise
+    run without no_new_privs unnoticed). Call it while the process is single-threaded: other threads stay
+    unconfined. Raises LandlockError unless the kernel returned 0, so a ruleset enforced is one in force.
+    """
+    if not _no_new_privs():
+        raise LandlockError(
+            errno.EPERM,
+            "restrict_self",
+            hint=": no_new_privs is not set; call prctl(PR_SET_NO_NEW_PRIVS, 1) first",
+        )
+    result = _syscall(2, ruleset_fd, 0)
+    if result < 0:
+        raise LandlockError(-result, "restrict_self")
+
+
+def scope_self() -> bool:
+    """Scope the calling process and everything it later forks (ABI 6+): no signal to a process outside
+    this domain, no connection to an abstract unix socket made outside it. No filesystem or network right
+    is handled, so nothing else changes. A session's sandbox takes this once, before its first call: each
+    call's own domain (`enforce`) nests inside it, so the calls and background processes of one session
+    may signal each other, while nothing in the session can signal the server or the host. Per-call scopes
+    would make sibling domains, which cannot signal each other.
+
+    Returns False when the kernel's ABI has no scopes (then nothing is enforced); raises LandlockError.
+    """
+    if abi_version() < 6:
+        return False
+    attr = _RulesetAttr(handled_access_fs=0, handled_access_net=0, scoped=SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL)
+    ruleset_fd = _syscall(0, ctypes.byref(attr), ctypes.sizeof(attr), 0)
+    if ruleset_fd < 0:
+        raise LandlockError(-ruleset_fd, "create_ruleset")
+    try:
+        enforce(ruleset_fd)
+    finally:
+        os.close(ruleset_fd)
+    return True

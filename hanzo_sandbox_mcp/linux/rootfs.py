@@ -180,17 +180,27 @@ def build_root(
     uid: int,
     gid: int,
     fresh_proc: bool,
+    scratch: tuple[str, str] | None = None,
 ) -> None:
-    """Assemble the private root and pivot into it. Raises OSError; the caller decides (strict or not)."""
+    """Assemble the private root and pivot into it. Raises OSError; the caller decides (strict or not).
+
+    `scratch`: host directories (on the session's quota filesystem) bound read-write as /tmp and /dev/shm,
+    so that they are disk counted in the quota; None: size-capped tmpfs mounts owned by uid/gid."""
     entries = _collect(read_only, read_write)
+    scratch_fds = [os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC) for path in scratch or ()]
     staged = False
     try:
         mount_tmpfs(STAGING, 4, os.getuid(), os.getgid(), mode="0755")
         staged = True
         root = STAGING
-        for private in ("/tmp", "/dev/shm"):
+        for index, private in enumerate(("/tmp", "/dev/shm")):
             os.makedirs(root + private, 0o755, exist_ok=True)
-            mount_tmpfs(root + private, tmp_size_mb, uid, gid)
+            if scratch_fds:
+                source = f"/proc/self/fd/{scratch_fds[index]}"
+                mount(source, root + private, None, MS_BIND, None)
+                mount(None, root + private, None, _remount_flags(scratch_fds[index], True), None)
+            else:
+                mount_tmpfs(root + private, tmp_size_mb, uid, gid)
         for entry in entries:
             _place(root, entry)
         os.makedirs(root + "/proc", 0o555, exist_ok=True)
@@ -211,6 +221,8 @@ def build_root(
         for entry in entries:
             if entry.fd >= 0:
                 os.close(entry.fd)
+        for fd in scratch_fds:
+            os.close(fd)
     _pivot(root)
     # The root tmpfs only holds mount points: nothing may be created beside them.
     mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None)

@@ -270,7 +270,8 @@ class LinuxSandbox:
 
 
 def _probe(sandbox: LinuxSandbox) -> LaunchReport:
-    """Run the launcher once, synchronously, on /bin/true with every layer requested (not strict).
+    """Run the launcher once, synchronously, on /bin/true with every layer requested (not strict): a
+    one-call session, made and run by the same code as every session's.
 
     It may run in an anyio worker thread (`capabilities`, the service's start): the launcher's parent-death
     signal fires when the thread that spawned it exits, and this thread blocks in `proc.wait()` until the
@@ -282,8 +283,9 @@ def _probe(sandbox: LinuxSandbox) -> LaunchReport:
         if os.geteuid() == 0:
             os.chown(workdir, uid, gid)
         plan, report = seal(sandbox.harden(["true"], policy, env={"PATH": "/usr/bin:/bin"}))
-        proc, status_r = start_launcher(plan.to_wire())
-        with os.fdopen(status_r, "rb") as status_pipe:
+        run = start_launcher(plan.to_wire())
+        with os.fdopen(run.status_fd, "rb") as status_pipe:
             report.feed_all(status_pipe.read())
-        proc.wait()
+        run.close()
+        run.proc.wait()
     return report
