@@ -92,6 +92,13 @@ class SessionSettings(_Section):
     disk_reserve_mb: int = Field(
         1024, ge=0, le=1 << 30, description="Host disk kept free beyond every filesystem workdir's quota (MiB)."
     )
+    pool_size: int = Field(
+        2,
+        ge=0,
+        le=64,
+        description="Session sandboxes kept made and ready (workdir included), so that a new session's first "
+        "call is as fast as any; 0: each session's sandbox is made when the session is.",
+    )
 
 
 #: A client name from `[http] tokens`: what logs and the fairness layer call that client.

@@ -320,9 +320,9 @@ def supervise(plan: LaunchPlan, status: Reporter, ctrl: Any) -> int:
 
     for signum in _STOP:
         signal.signal(signum, stop_sandbox)
-    os.waitpid(child, 0)
+    _, wait_status = os.waitpid(child, 0)
     _reap_descendants()  # without a pid namespace, orphans were re-parented to us: kill them too
-    return 0
+    return os.waitstatus_to_exitcode(wait_status) if os.WIFEXITED(wait_status) else EXIT_SETUP_FAILED
 
 
 def _oom_first() -> None:

@@ -93,6 +93,9 @@ class SandboxPolicy(BaseModel):
     extra_env: tuple[EnvName, ...] = Field((), description="More variable names let through the env scrub.")
     strict: bool = Field(False, description="A requested layer that cannot be applied is an error.")
     session_workdir: AbsolutePath | None = Field(None, description="Per-session writable directory.")
+    session_scratch: tuple[AbsolutePath, AbsolutePath] | None = Field(
+        None, description="Host directories that are the session's /tmp and /dev/shm (None: tmpfs mounts)."
+    )
     sandbox_uid: int = Field(
         65534, ge=1, le=(1 << 32) - 2, description="Uid commands run as when the server runs as root."
     )
@@ -102,6 +105,8 @@ class SandboxPolicy(BaseModel):
     tmp_size_mb: int = Field(256, ge=1, le=1 << 20, description="Size of each call's private /tmp (MiB).")
     workdir_quota_mb: int = Field(1024, ge=1, le=1 << 30, description="Disk quota of a session workdir (MiB).")
 
-    def with_workdir(self, workdir: Path) -> SandboxPolicy:
-        """Return a copy bound to one session's workdir (the crate fills it in right before `harden`)."""
-        return self.model_copy(update={"session_workdir": _absolute(workdir)})
+    def with_workdir(self, workdir: Path, scratch: tuple[Path, Path] | None = None) -> SandboxPolicy:
+        """Return a copy bound to one session's workdir (the crate fills it in right before `harden`), and
+        to the directories that are its /tmp and /dev/shm when they live on its quota filesystem."""
+        bound = None if scratch is None else (_absolute(scratch[0]), _absolute(scratch[1]))
+        return self.model_copy(update={"session_workdir": _absolute(workdir), "session_scratch": bound})

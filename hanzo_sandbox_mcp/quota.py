@@ -95,6 +95,12 @@ class WorkdirQuota(ABC):
     def __init__(self, path: Path, limits: QuotaLimits) -> None:
         self.path = path
         self.limits = limits
+        self.tmp_dir: Path | None = None
+        self.shm_dir: Path | None = None
+
+    async def clear_scratch(self) -> bool:
+        """Empty the session's /tmp and /dev/shm directories (none here: they are tmpfs)."""
+        return True
 
     @abstractmethod
     def file_size_cap(self) -> int | None:

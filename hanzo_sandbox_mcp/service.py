@@ -57,6 +57,7 @@ from .policy import NetworkMode, SandboxMode
 from .protection import EffectiveProtection, LayerStatus
 from .results import ExecResult
 from .sandbox import Sandbox, ensure_required, for_mode
+from .session_sandbox import SandboxMaker
 from .sessions import Session, SessionManager, open_beneath, relative_parts
 from .workdir import command_owner
 
@@ -318,12 +319,14 @@ class SandboxService:
         self.admission = FairAdmission(
             limits.max_concurrent_calls, limits.client_slots(shared=implicit_session != "default")
         )
+        self.sandboxes = SandboxMaker(self.sandbox, settings.policy)
         self.sessions = SessionManager(
             settings.sessions,
             max_calls_per_session=settings.exec.max_concurrent_calls_per_session,
             owner=command_owner(settings.policy.sandbox_uid, settings.policy.sandbox_gid),
             clock=clock,
             workdir_quota_mb=settings.policy.workdir_quota_mb,
+            maker=self.sandboxes,
         )
         self._task_group: anyio.abc.TaskGroup | None = None
         self._audit = _AuditLog(settings.audit_log) if settings.audit_log is not None else None
@@ -338,6 +341,7 @@ class SandboxService:
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self._task_group.start_soon(self._sweep_expired)
+        self._task_group.start_soon(self.sessions.keep_pool)
         return self
 
     async def __aexit__(
@@ -519,7 +523,7 @@ class SandboxService:
         """Run `argv` in `session`, whose slots the caller holds (`_admitted`); audit the outcome."""
         from .runner import run_sandboxed  # the runner pulls in process machinery; load it on first use
 
-        policy = self.settings.policy.with_workdir(session.workdir)
+        policy = self.sandboxes.policy_for(session.quota)
         try:
             if self.settings.mode is SandboxMode.ON:
                 # HANZO_SANDBOX=on: refuse rather than run with nothing enforced (the probe is cached).
@@ -534,6 +538,7 @@ class SandboxService:
                 output=self.settings.output,
                 on_output=on_output,
                 quota=session.quota,
+                holder=session.sandbox,
             )
         except Exception as exc:
             self._audit_call(tool, session, audit_text, None, error=str(exc))

@@ -27,6 +27,7 @@ import select
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 
@@ -36,9 +37,10 @@ from .errors import SandboxUnavailable
 from .launch import LaunchReport, control_pair, launcher_argv, seal
 from .launch_plan import LaunchPlan
 from .policy import SandboxPolicy
+from .quota import WorkdirQuota
 from .sandbox.base import Attachment, NoAttachment, Sandbox
 
-__all__ = ["SandboxGone", "SandboxHolder", "SandboxTemplate", "SessionSandbox"]
+__all__ = ["SandboxGone", "SandboxHolder", "SandboxMaker", "SandboxTemplate", "SessionSandbox"]
 
 _log = logging.getLogger("hanzo_sandbox_mcp.session_sandbox")
 
@@ -304,9 +306,17 @@ class SandboxHolder:
     """A session's sandbox: made on first use (or handed over ready from the pool), replaced when it died
     or when a call needs another one (the policy changed), closed with the session."""
 
-    def __init__(self, start: Starter, ready: SessionSandbox | None = None) -> None:
+    def __init__(
+        self,
+        start: Starter,
+        ready: SessionSandbox | None = None,
+        *,
+        before_restart: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
         self._start = start
         self._sandbox = ready
+        self._before_restart = before_restart
+        """Run before a sandbox is made again (emptying the session's /tmp on disk: it was lost)."""
         self._lock = anyio.Lock()
         self.replacements = 0
 
@@ -329,6 +339,8 @@ class SandboxHolder:
                 await sandbox.aclose()
                 self._sandbox = None
                 self.replacements += 1
+            if self.replacements and self._before_restart is not None:
+                await self._before_restart()
             self._sandbox = await self._start(plan)
             return self._sandbox, why
 
@@ -346,3 +358,37 @@ class SandboxHolder:
             if self._sandbox is not None:
                 await self._sandbox.aclose()
                 self._sandbox = None
+
+
+class SandboxMaker:
+    """Makes the session sandboxes of one server: its sandbox backend and policy, and the warm template
+    (Linux; elsewhere each sandbox is a cold start)."""
+
+    def __init__(self, sandbox: Sandbox, policy: SandboxPolicy, *, warm: bool = True) -> None:
+        self.sandbox = sandbox
+        self.policy = policy
+        self.template = SandboxTemplate() if warm and sys.platform.startswith("linux") else None
+
+    def policy_for(self, quota: WorkdirQuota) -> SandboxPolicy:
+        """The policy bound to a session's workdir, and to its /tmp and /dev/shm on its quota filesystem."""
+        scratch = (quota.tmp_dir, quota.shm_dir) if quota.tmp_dir and quota.shm_dir else None
+        return self.policy.with_workdir(quota.path, scratch)
+
+    def holder(self, quota: WorkdirQuota, ready: SessionSandbox | None = None) -> SandboxHolder:
+        """The holder of a session's sandbox (`ready`, or made on first use), remade on the same workdir."""
+        policy = self.policy_for(quota)
+
+        async def start(plan: LaunchPlan) -> SessionSandbox:
+            return await SessionSandbox.start(self.sandbox, policy, plan, template=self.template)
+
+        return SandboxHolder(start, ready, before_restart=quota.clear_scratch)
+
+    async def make(self, quota: WorkdirQuota) -> SessionSandbox:
+        """A ready sandbox for a new session on `quota`'s workdir (a pool entry, or an eager start)."""
+        policy = self.policy_for(quota)
+        plan = self.sandbox.harden(["true"], policy, env={})
+        return await SessionSandbox.start(self.sandbox, policy, plan, template=self.template)
+
+    async def aclose(self) -> None:
+        if self.template is not None:
+            await self.template.aclose()

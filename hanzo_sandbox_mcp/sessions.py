@@ -65,6 +65,7 @@ from .linux.paths import reachable_by
 from .policy import SandboxPolicy
 from .quota import QuotaLimits, QuotaMode, WorkdirFactory, WorkdirQuota
 from .reaper import ClaimedRoot, claim_root
+from .session_sandbox import SandboxHolder, SandboxMaker, SessionSandbox
 from .treewalk import remove_tree
 
 __all__ = [
@@ -120,6 +121,8 @@ class Session:
     """Bounds the calls running at once in this session."""
     quota: WorkdirQuota
     """The workdir's quota: how it is enforced, and how the workdir is removed."""
+    sandbox: SandboxHolder | None = None
+    """The session's sandbox, every call's home (None only for a manager made without a `SandboxMaker`)."""
     owner: str = LOCAL.key
     """The key of the client that made it (`clients.ClientId.key`)."""
     reused: bool = False
@@ -161,8 +164,15 @@ class SessionManager:
         clock: Callable[[], float] = time.monotonic,
         workdir_quota_mb: int = SandboxPolicy().workdir_quota_mb,
         create_wait_s: float = CREATE_WAIT_S,
+        maker: SandboxMaker | None = None,
     ) -> None:
         self.settings = settings
+        self.maker = maker
+        """Makes each session's sandbox; None: sessions hold workdirs only (each call is then a one-call
+        session, as in tests of this class alone)."""
+        self._pool: list[tuple[WorkdirQuota, SessionSandbox]] = []
+        """Sandboxes made ahead, each with its fresh workdir, ready for the next new sessions."""
+        self._pool_wanted = anyio.Event()
         self.limits = QuotaLimits.of(workdir_quota_mb, settings.workdir_inodes)
         self._max_calls = max_calls_per_session
         self._owner = owner
@@ -232,6 +242,12 @@ class SessionManager:
         with anyio.CancelScope(shield=True):
             for session in list(self._sessions.values()):
                 await self._end(session, "the server shut down")
+            pool, self._pool = self._pool, []
+            for quota, sandbox in pool:
+                await sandbox.aclose()
+                await self._remove(quota)
+            if self.maker is not None:
+                await self.maker.aclose()
             await self.retry_removals()
             if self._root is not None:
                 root, self._root = self._root, None
@@ -256,7 +272,7 @@ class SessionManager:
         SessionLimitReached when there is none."""
         await self._make_room(owner)
         session_id = new_session_id()
-        quota = await self._factory().create()
+        quota, ready = await self._fresh_workdir()
         now = self._clock()
         session = Session(
             id=session_id,
@@ -266,11 +282,64 @@ class SessionManager:
             last_used=now,
             limiter=anyio.CapacityLimiter(self._max_calls),
             quota=quota,
+            sandbox=self.maker.holder(quota, ready) if self.maker is not None else None,
             owner=owner,
         )
         self._sessions[session_id] = session
         _log.info("session %s created (%s)", _short(session_id), kind)
         return session
+
+    async def _fresh_workdir(self) -> tuple[WorkdirQuota, SessionSandbox | None]:
+        """A new session's workdir and its ready sandbox: from the pool when it has one (which is then
+        refilled in the background), else made now."""
+        while self._pool:
+            quota, sandbox = self._pool.pop(0)
+            self._pool_wanted.set()
+            if sandbox.alive:
+                return quota, sandbox
+            await sandbox.aclose()
+            await self._remove(quota)
+        quota = await self._factory().create()
+        if self.maker is None:
+            return quota, None
+        try:
+            return quota, await self.maker.make(quota)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._remove(quota)
+            raise
+
+    async def keep_pool(self) -> None:
+        """Keep `pool_size` sandboxes made ahead (a background task of the service's); never raises."""
+        size = self.settings.pool_size
+        if self.maker is None or size == 0:
+            return
+        failures = 0
+        while True:
+            if len(self._pool) >= size:
+                self._pool_wanted = anyio.Event()
+                await self._pool_wanted.wait()
+                continue
+            try:
+                quota = await self._factory().create("p-")
+                try:
+                    sandbox = await self.maker.make(quota)
+                except BaseException:
+                    with anyio.CancelScope(shield=True):
+                        await self._remove(quota)
+                    raise
+            except Exception as exc:  # a full disk, a sandbox that cannot be made: sessions make their own
+                failures += 1
+                _log.warning("a pre-warmed sandbox could not be made (%s); retrying in a while", exc)
+                await anyio.sleep(min(60.0, 2.0**failures))
+                continue
+            failures = 0
+            self._pool.append((quota, sandbox))
+
+    @property
+    def pooled(self) -> int:
+        """Sandboxes made ahead and waiting for a session."""
+        return len(self._pool)
 
     @asynccontextmanager
     async def single_call(self, owner: str = LOCAL.key) -> AsyncIterator[Session]:
@@ -412,6 +481,9 @@ class SessionManager:
                 for scope in list(session._scopes):
                     scope.cancel()
                 await session._idle.wait()
+            if session.sandbox is not None:
+                # Every process of the session dies before its workdir (and the filesystem under it) goes.
+                await session.sandbox.aclose()
             await self._remove(session.quota)
         _log.info("session %s ended: %s", _short(session.id), reason)
 

@@ -244,25 +244,28 @@ def mutations(seed: int, deny_entry: str | None = None) -> list[Mutation]:
         Mutation(
             "no_new_privs",
             "PR_SET_NO_NEW_PRIVS is never set",
-            (Replace(LAUNCHER, None, "libc.prctl(PR_SET_NO_NEW_PRIVS, 1)", "pass"),),
+            (
+                Replace(LAUNCHER, "_confine", "libc.prctl(PR_SET_NO_NEW_PRIVS, 1)", "pass"),
+                Replace(LAUNCHER, "_session_landlock", "libc.prctl(PR_SET_NO_NEW_PRIVS, 1)", "pass"),
+            ),
             (f"{SEC}test_privileges.py", f"{SEC}test_single_layer_privilege.py"),
         ),
         Mutation(
             "landlock_fs",
             "Landlock grants every filesystem right under / (domain, TCP rules and scopes kept)",
-            (Prepend(LANDLOCK, "restrict_self", 'read_write = (*read_write, "/")'),),
+            (Prepend(LANDLOCK, "build_ruleset", 'read_write = (*read_write, "/")'),),
             (f"{SEC}test_single_layer_fs.py", f"{SEC}test_degradation.py"),
         ),
         Mutation(
             "landlock_net",
             "Landlock never denies TCP",
-            (Prepend(LANDLOCK, "restrict_self", "deny_tcp = False"),),
+            (Prepend(LANDLOCK, "build_ruleset", "deny_tcp = False"),),
             (f"{SEC}test_single_layer_network.py", f"{SEC}test_network_none.py"),
         ),
         Mutation(
             "landlock_scope",
             "Landlock never scopes signals and abstract unix sockets",
-            (Prepend(LANDLOCK, "restrict_self", "scope = False"),),
+            (Prepend(LANDLOCK, "build_ruleset", "scope = False"), ReplaceBody(LANDLOCK, "scope_self", "return False")),
             (
                 f"{SEC}test_single_layer_process.py::test_landlock_signal_scope_alone_blocks_killing_host_process",
                 f"{SEC}test_single_layer_network.py",
@@ -343,10 +346,11 @@ def mutations(seed: int, deny_entry: str | None = None) -> list[Mutation]:
         ),
         Mutation(
             "tree_kill",
-            "the supervisor leaves orphans alive and the runner never kills the session group",
+            "a call's init leaves what the command started alive, and the session's init keeps orphans",
             (
+                Replace(LAUNCHER, "_kill_call_tree", "for pid in _children():", "for pid in []:"),
+                Replace(LAUNCHER, "_reap_calls", "for pid in _children():", "for pid in []:"),
                 ReplaceBody(LAUNCHER, "_reap_descendants", "return None"),
-                Replace(f"{PKG}/runner.py", "_kill_tree", "os.killpg(process.pid, signal.SIGKILL)", "pass"),
             ),
             (f"{SEC}test_process_tree.py", f"{SEC}test_degradation.py::test_daemon_is_killed_without_pid_namespace"),
         ),

@@ -71,6 +71,11 @@ def _seccomp_filter(network: NetworkMode) -> tuple[bytes | None, str | None]:
     return None, why
 
 
+def _scratch(policy: SandboxPolicy) -> tuple[str, str] | None:
+    scratch = policy.session_scratch
+    return None if scratch is None else (str(scratch[0]), str(scratch[1]))
+
+
 class LinuxSandbox:
     """Every Linux layer the kernel offers, reported truthfully per call."""
 
@@ -120,6 +125,9 @@ class LinuxSandbox:
                 read_exec=read_only, read_write=read_write, deny_tcp=network is NetworkMode.NONE, scope=True
             ),
             root=RootSpec(read_only=read_only, read_write=read_write),
+            scratch=None
+            if policy.session_scratch is None
+            else (str(policy.session_scratch[0]), str(policy.session_scratch[1])),
             seccomp_bpf=bpf,
             strict=policy.strict,
         )

@@ -51,6 +51,7 @@ def test_defaults_request_no_layer() -> None:
         "parent_pid": None,
         "rlimits": {},
         "root": None,
+        "scratch": None,
         "seccomp_bpf": None,
         "status_token": "",
         "strict": False,
@@ -58,6 +59,21 @@ def test_defaults_request_no_layer() -> None:
         "uid": None,
         "wrapper": (),
     }
+
+
+def test_a_call_carries_only_the_call_fields_and_keeps_the_session_part() -> None:
+    session = LaunchPlan(argv=(), env={}, cwd="/", namespaces=("pid",), uid=7, rlimits={"core": 0})
+    call = LaunchPlan(argv=("ls", "-l"), env={"A": "1"}, cwd="/w", namespaces=("net",), rlimits={"nofile": 9})
+    merged = session.with_call(call.call_wire())
+    assert (merged.argv, merged.env, merged.cwd, merged.rlimits) == (("ls", "-l"), {"A": "1"}, "/w", {"nofile": 9})
+    assert (merged.namespaces, merged.uid) == (("pid",), 7)  # a call never changes what its session was made of
+    assert merged.session_part() == session.session_part()
+
+
+@pytest.mark.parametrize("raw", [marshal.dumps([1]), marshal.dumps({"argv": ()}), marshal.dumps({"uid": 0})])
+def test_a_call_with_other_fields_is_refused(raw: bytes) -> None:
+    with pytest.raises(ValueError, match="exactly the call fields"):
+        LaunchPlan(argv=(), env={}, cwd="/").with_call(raw)
 
 
 def test_sequences_become_tuples_and_mappings_are_copied() -> None:

@@ -33,7 +33,15 @@ PLAN = LaunchPlan(
 
 # One well-formed event of each kind, in protocol order, as the launcher writes them.
 NAMESPACES = {"event": "namespaces", "active": ["pid", "mount"], "error": None}
-SETUP = {"event": "setup", "errors": {}, "rootfs": True, "proc": True, "private_tmp": True, "loopback": False}
+SETUP = {
+    "event": "setup",
+    "errors": {},
+    "rootfs": True,
+    "proc": True,
+    "private_tmp": True,
+    "loopback": False,
+    "scoped": True,
+}
 APPLIED = {
     "event": "applied",
     "errors": {},
@@ -80,7 +88,7 @@ def full_report() -> LaunchReport:
 
 
 def test_launcher_argv_runs_the_packaged_launcher_isolated_and_without_site() -> None:
-    assert launcher_argv(5, 9) == [sys.executable, "-I", "-S", str(LAUNCHER), "5", "9"]
+    assert launcher_argv("session", 5, 9) == [sys.executable, "-I", "-S", str(LAUNCHER), "session", "5", "9"]
     assert LAUNCHER.name == "launcher.py"
     assert LAUNCHER.parent == Path(launcher.__file__).parent
     assert LAUNCHER.is_file()

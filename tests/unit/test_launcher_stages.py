@@ -99,8 +99,8 @@ class Launch:
         self.report = LaunchReport(plan=plan if isinstance(plan, LaunchPlan) else None)
         self.token = plan.status_token if isinstance(plan, LaunchPlan) else ""
         raw = plan if isinstance(plan, bytes) else plan.to_wire()
-        self.proc, status_r = start_launcher(raw, capture=True, extra_fds=extra_fds)
-        self.status_fd = status_r
+        self.session = start_launcher(raw, capture=True, extra_fds=extra_fds)
+        self.proc, self.status_fd = self.session.proc, self.session.status_fd
         self.events: list[dict[str, Any]] = []
         self._pending = b""
         self._status_eof = False
@@ -157,6 +157,7 @@ class Launch:
             pass
         assert self._status_eof, f"the status pipe stayed open; events {self.names()}"
         assert self.report.rejected == 0
+        self.session.close()  # the call is over: the one-call session ends
         out, err = self.proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
         self.stdout += out
         self.stderr += err
@@ -166,6 +167,8 @@ class Launch:
         return [event["event"] for event in self.events]
 
     def close(self) -> None:
+        self.session.close()
+        self.session.cancel()
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=DEADLINE_S)
@@ -224,6 +227,7 @@ def test_the_stages_report_in_order_with_their_fields(launch: Any, workdir: Path
         "proc": True,
         "private_tmp": True,
         "loopback": True,
+        "scoped": True,
     }
 
     assert applied["errors"] == {}
@@ -262,6 +266,7 @@ def test_a_plan_without_layers_reports_none(launch: Any, workdir: Path) -> None:
     assert run.events[0]["active"] == []
     assert run.events[1] == {
         "event": "setup", "errors": {}, "rootfs": False, "proc": False, "private_tmp": False, "loopback": False,
+        "scoped": False,
     }  # fmt: skip
     applied = run.events[2]
     assert applied["user_ns"] is False
@@ -384,12 +389,12 @@ def test_a_missing_cwd_aborts_before_exec(launch: Any, workdir: Path) -> None:
 def test_strict_aborts_when_a_layer_fails(launch: Any, workdir: Path) -> None:
     broken = LandlockSpec(read_exec=(*SYSTEM_READ_PATHS, "relative/path"), read_write=(str(workdir),))
     run = launch(make_plan(workdir, ["sh", "-c", "echo ran"], landlock=broken, strict=True))
-    run.finish()
-    assert run.names() == ["namespaces", "setup", "abort", "exit"]
-    abort = run.events[2]
+    assert run.finish() == 125
+    # The ruleset is built once, when the session's sandbox is made: under strict, no sandbox is made.
+    assert run.names() == ["namespaces", "abort"]
+    abort = run.events[1]
     assert abort["strict"] is True
     assert abort["message"].startswith("strict policy: the landlock layer could not be applied")
-    assert run.events[3]["exit_code"] == 125
     assert run.stdout == b""
 
 
@@ -411,7 +416,7 @@ def test_a_launcher_whose_server_already_died_runs_nothing(launch: Any, workdir:
     run = launch(make_plan(workdir, ["sh", "-c", "echo ran"], parent_pid=os.getpid() + 1))
     assert run.finish() == 125
     assert run.names() == ["abort"]
-    assert run.events[0]["message"] == "the server that started this command has exited"
+    assert run.events[0]["message"] == "the server that started this sandbox has exited"
     assert run.stdout == b""
     # Control: the same plan naming its real parent runs.
     control = launch(make_plan(workdir, ["sh", "-c", "echo ran"], parent_pid=os.getpid()))
@@ -419,25 +424,34 @@ def test_a_launcher_whose_server_already_died_runs_nothing(launch: Any, workdir:
 
 
 def test_wrong_arguments_print_usage() -> None:
-    proc = subprocess.run(launcher_argv(0, 1)[:-1], capture_output=True, timeout=DEADLINE_S, env={}, check=False)
+    proc = subprocess.run(launcher_argv("session", 0), capture_output=True, timeout=DEADLINE_S, env={}, check=False)
     assert proc.returncode == 2
-    assert b"usage: launcher.py PLAN_FD STATUS_FD" in proc.stderr
+    assert b"usage: launcher.py session CTRL_FD STATUS_FD | template CTRL_FD" in proc.stderr
 
 
 # --- signals -------------------------------------------------------------------------------------------
 
 
-def test_sigint_to_the_supervisor_reaches_the_command(launch: Any, workdir: Path, marker: str) -> None:
-    script = f'trap "echo got-int; exit 3" INT; sleep {marker} & echo ready; wait'
+def test_closing_the_cancel_pipe_kills_the_calls_whole_tree(launch: Any, workdir: Path, marker: str) -> None:
+    """What a timeout does: the call init kills the command and everything it started, TERM or not."""
+    script = f'trap "" TERM INT HUP; sleep {marker} & echo ready; wait'
     run = launch(make_plan(workdir, ["sh", "-c", script]))
-    run.wait_event("applied")
     run.read_stdout_until(b"ready\n")
     assert marker_pids(marker), "the sleep is not running"
-    os.kill(run.proc.pid, signal.SIGINT)
+    run.session.cancel()
+    assert run.finish() == 0  # the session ended normally once its call had
+    assert run.wait_event("exit")["signal"] == signal.SIGKILL
+    assert not wait_marker_gone(marker), "the background sleep outlived its call"
+
+
+def test_a_daemon_dies_with_the_call_that_started_it(launch: Any, workdir: Path, marker: str) -> None:
+    """A double-forked `setsid` daemon is an orphan of the call's init (a subreaper), killed when the
+    command exits: nothing a call starts outlives it."""
+    script = f"setsid sh -c 'sleep {marker} & exit 0' </dev/null >/dev/null 2>&1; echo started"
+    run = launch(make_plan(workdir, ["sh", "-c", script]))
     assert run.finish() == 0
-    assert b"got-int" in run.stdout
-    assert run.wait_event("exit")["exit_code"] == 3
-    assert not wait_marker_gone(marker), "the background sleep outlived the sandbox"
+    assert run.wait_event("exit")["exit_code"] == 0 and b"started" in run.stdout
+    assert not wait_marker_gone(marker), "the daemon outlived its call"
 
 
 def test_sigterm_to_the_supervisor_kills_the_whole_sandbox(launch: Any, workdir: Path, marker: str) -> None:
