@@ -1,9 +1,9 @@
 """Run the real launcher on a plan, optionally with one step broken on purpose, and collect its report.
 
-`run_launcher(plan, mutation=...)` starts the launcher in a fresh `python -I -S` like the server does, but
-first executes `mutation` (Python source) in that interpreter, before the launcher is imported: patching a
-module attribute there (`rlimits.apply_rlimits = ...`) breaks that step in the supervisor, the init and the
-command alike, as a bug would. The plan is sealed with a fresh token and every status line is fed to the
+`run_launcher(plan, mutation=...)` runs a one-call session in a fresh `python -I -S` like a cold session
+start, but first executes `mutation` (Python source) in that interpreter, before the launcher is imported:
+patching a module attribute there (`rlimits.apply_rlimits = ...`) breaks that step in the supervisor, the
+init and the command alike, as a bug would. The plan is sealed with a fresh token and every status line is fed to the
 strict `LaunchReport`, so the test sees exactly what the server would report.
 """
 
@@ -42,12 +42,15 @@ def run_launcher(plan: LaunchPlan, *, mutation: str = "", timeout_s: float = 30.
     never fills while the launcher runs."""
     sealed, report = seal(plan)
     code = _MAIN.format(root=str(REPO_ROOT), mutation=mutation)
-    proc, status_r = start_launcher(
+    run = start_launcher(
         sealed.to_wire(),
         capture=True,
-        argv_for=lambda plan_fd, status_fd: [sys.executable, "-I", "-S", "-c", code, str(plan_fd), str(status_fd)],
+        argv_for=lambda ctrl, status: [sys.executable, "-I", "-S", "-c", code, "session", str(ctrl), str(status)],
     )
-    with os.fdopen(status_r, "rb") as status:
+    proc = run.proc
+    # The one-call session ends once its call has; a session plan's call never outlives the deadline.
+    run.close()
+    with os.fdopen(run.status_fd, "rb") as status:
         try:
             out, err = proc.communicate(timeout=timeout_s)
         except BaseException:
