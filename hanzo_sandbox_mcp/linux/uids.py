@@ -136,7 +136,7 @@ def _unmapped(start: int, end: int, map_path: Path, kind: str) -> list[str]:
             inside, length = int(fields[0]), int(fields[2])
             extents.append((inside, inside + length))
     gaps: list[str] = []
-    covered = start  # every id below this is mapped (or outside the range)
+    covered = start  # every id of the range below this one is mapped; always < end inside the loop
     for low, high in sorted(extents):
         if high <= covered:
             continue
@@ -147,12 +147,10 @@ def _unmapped(start: int, end: int, map_path: Path, kind: str) -> list[str]:
             break
     if covered < end:
         gaps.append(_gap(covered, end, map_path, kind))
-    return [gap for gap in gaps if gap]
+    return gaps
 
 
 def _gap(low: int, high: int, map_path: Path, kind: str) -> str:
-    if low >= high:
-        return ""
     ids = f"{kind} {low} is" if high - low == 1 else f"{kind}s {low}-{high - 1} are"
     return f"{ids} not mapped in this user namespace (see {map_path}; inside a container only the mapped ids exist)"
 
