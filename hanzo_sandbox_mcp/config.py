@@ -99,6 +99,27 @@ class SessionSettings(_Section):
         description="Session sandboxes kept made and ready (workdir included), so that a new session's first "
         "call is as fast as any; 0: each session's sandbox is made when the session is.",
     )
+    uid_range_start: int = Field(
+        2_000_000_000, ge=1000, description="First host uid (and gid) of the ids a root server gives its sessions."
+    )
+    uid_range_size: int = Field(
+        4096,
+        ge=0,
+        description="Ids in that range (sessions beyond it are refused); 0: every session runs as policy.sandbox_uid.",
+    )
+    uid_lock_dir: Path = Field(
+        Path("/run/hanzo-sandbox-mcp/uids"),
+        description="Root-only directory of the lock files that keep servers on one host from sharing a session uid.",
+    )
+
+    @model_validator(mode="after")
+    def _uid_range(self) -> SessionSettings:
+        # 2**32-1 is (uid_t)-1: "no id" to chown and "unchanged" to setresuid.
+        if self.uid_range_start + self.uid_range_size > 2**32 - 2:
+            raise ValueError("uid_range_start + uid_range_size must not exceed 4294967294 (2**32-2)")
+        if not self.uid_lock_dir.is_absolute():
+            raise ValueError("uid_lock_dir must be an absolute path")
+        return self
 
 
 #: A client name from `[http] tokens`: what logs and the fairness layer call that client.
