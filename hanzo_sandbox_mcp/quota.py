@@ -69,6 +69,7 @@ _INODE_SLACK = 64
 #: holds the GIL for most of each 5 ms switch interval and slows every call the server runs.
 _IN_THREAD_MAX_INODES = 5000
 _CHILD_TIMEOUT_S = 600.0
+_SCRATCH_MODE = 0o700
 
 StopCall = Callable[[], Awaitable[None]]
 
@@ -180,14 +181,16 @@ class FilesystemQuota(WorkdirQuota):
 
 def _empty_dirs(directories: tuple[Path, ...]) -> bool:
     """Remove what each directory holds, entry by entry with the descriptor-based walker (a link is
-    unlinked, never followed). The directories' own paths are trusted: their parent is root's 0711 root
-    of the session filesystem, so the command cannot swap them. Never raises."""
+    unlinked, never followed), and give it back its mode 0700 (its owner, the command, may have opened it
+    to every host user). The directories' own paths are trusted: their parent is root's 0711 root of the
+    session filesystem, so the command cannot swap them. Never raises."""
     done = True
     for directory in directories:
         try:
+            os.chmod(directory, _SCRATCH_MODE)
             names = os.listdir(directory)
         except OSError as exc:
-            _log.warning("cannot list %s to empty it: %s", directory, exc)
+            _log.warning("cannot empty %s: %s", directory, exc)
             done = False
             continue
         for name in names:

@@ -18,6 +18,7 @@ import anyio
 import pytest
 from _quota_support import quota_workdir, run_with_quota
 from _security_support import IS_ROOT, expected_command_uid
+from support.controls import run_as_command_uid
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="a filesystem per workdir needs loop devices, which need root")
 
@@ -75,31 +76,21 @@ def test_each_workdir_can_have_its_own_owner(work_root: Path) -> None:
         assert _owner_and_mode(quota.mountpoint)[:2] == (0, 0)
 
 
-def _write_as(uid: int, directory: Path, name: str, mib: int) -> subprocess.CompletedProcess[str]:
+def _write_as_command_uid(directory: Path, name: str, mib: int) -> subprocess.CompletedProcess[str]:
     """`head -c` as the command uid: root may fill the blocks reserved beyond the quota, commands may not."""
-    return subprocess.run(
-        ["/bin/sh", "-c", f'head -c {mib}M /dev/zero > "$0/{name}"', str(directory)],
-        user=uid,
-        group=uid,
-        extra_groups=[],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_as_command_uid(["/bin/sh", "-c", f'head -c {mib}M /dev/zero > "$0/{name}"', str(directory)])
 
 
 def test_files_in_tmp_and_shm_count_against_the_session_quota(work_root: Path) -> None:
-    uid = expected_command_uid()
     with quota_workdir("filesystem", work_root, quota_mb=8) as quota:
-        control = _write_as(uid, quota.path, "before", 1)
+        control = _write_as_command_uid(quota.path, "before", 1)
         assert control.returncode == 0, control  # positive control: the workdir takes a write
         assert quota.full_after_call() is None
-        assert _write_as(uid, quota.shm_dir, "shm-fill", 3).returncode == 0
-        filled = _write_as(uid, quota.tmp_dir, "tmp-fill", 20)
+        assert _write_as_command_uid(quota.shm_dir, "shm-fill", 3).returncode == 0
+        filled = _write_as_command_uid(quota.tmp_dir, "tmp-fill", 20)
         assert filled.returncode != 0 and "No space left on device" in filled.stderr, filled
         assert (quota.tmp_dir / "tmp-fill").stat().st_size <= 5 * MiB  # 8 MiB less the other two files
-        after = _write_as(uid, quota.path, "after", 1)
+        after = _write_as_command_uid(quota.path, "after", 1)
         assert after.returncode != 0 and "No space left on device" in after.stderr, after
         why = quota.full_after_call()
         assert why is not None and "full" in why, why
@@ -119,6 +110,7 @@ def test_clear_scratch_empties_tmp_and_shm_without_following_links(work_root: Pa
         (tmp / "a" / "nested-link").symlink_to(outside_root)
         (shm / "segment").write_bytes(b"\0" * 4096)
         (quota.path / "kept").write_text("the workdir is not scratch")
+        tmp.chmod(0o1777)  # what the command may do to its own /tmp
         assert (tmp / "link-to-dir" / "inner").read_text() == "keep me too"  # control: the links lead out
         assert anyio.run(quota.clear_scratch)
         assert os.listdir(tmp) == [] and os.listdir(shm) == []
@@ -126,6 +118,7 @@ def test_clear_scratch_empties_tmp_and_shm_without_following_links(work_root: Pa
         assert (quota.path / "kept").read_text() == "the workdir is not scratch"
     assert precious.read_text() == "keep me"
     assert (outside_root / "dir" / "inner").read_text() == "keep me too"
+    assert anyio.run(quota.clear_scratch) is False  # released: says so, never raises
 
 
 def test_the_image_is_root_only_and_out_of_the_commands_reach(sandbox: Any, work_root: Path) -> None:
