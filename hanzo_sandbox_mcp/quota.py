@@ -160,7 +160,9 @@ class FilesystemQuota(WorkdirQuota):
             full = quotafs.is_full(self.mountpoint)
         except OSError:
             return None
-        return f"the session's filesystem is full ({self.limits.describe()})" if full else None
+        if not full:
+            return None
+        return f"the session's filesystem (its workdir, /tmp and /dev/shm together) is full ({self.limits.describe()})"
 
     def unallocated_bytes(self) -> int:
         """What the sparse image may still take from the host disk."""

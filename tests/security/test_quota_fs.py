@@ -93,7 +93,7 @@ def test_files_in_tmp_and_shm_count_against_the_session_quota(work_root: Path) -
         after = _write_as_command_uid(quota.path, "after", 1)
         assert after.returncode != 0 and "No space left on device" in after.stderr, after
         why = quota.full_after_call()
-        assert why is not None and "full" in why, why
+        assert why is not None and "/tmp and /dev/shm together) is full" in why, why
 
 
 def test_clear_scratch_empties_tmp_and_shm_without_following_links(work_root: Path, outside_root: Path) -> None:
