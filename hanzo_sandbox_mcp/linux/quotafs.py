@@ -83,11 +83,13 @@ def image_size(quota_bytes: int, inodes: int) -> int:
     """Image bytes whose ext4 offers at least `quota_bytes` of free space and `inodes` inodes (the rest is
     then held back, see `_hold_back_the_excess`).
 
-    ext4 takes room for the inode tables (256 bytes an inode), bitmaps and group descriptors, and keeps
-    up to 2% (at most 16 MiB) back for its own metadata; measured on 1 MiB to 4 GiB images.
+    ext4 takes room for the inode tables (256 bytes an inode), bitmaps and group descriptors, lost+found
+    and the layout directories, and keeps 2% of all its blocks (at most 16 MiB) back for delayed
+    allocation: 2% of the whole image, which the inode tables can make far larger than the quota (100,000
+    inodes for 16 MiB); measured on 1 MiB to 4 GiB images.
     """
-    metadata = inodes * _INODE_SIZE + min(quota_bytes // 49, 16 * _MiB + _MiB // 2) + quota_bytes // 128 + _MiB
-    size = quota_bytes + metadata
+    size = quota_bytes + inodes * _INODE_SIZE + quota_bytes // 128 + _MiB
+    size += min(size // 49, 16 * _MiB + _MiB // 2)
     return (size + _BLOCK_SIZE - 1) // _BLOCK_SIZE * _BLOCK_SIZE
 
 
@@ -135,6 +137,8 @@ def _hold_back_the_excess(image: Path, quota_bytes: int) -> None:
     # The layout directories `create` makes after mounting take their blocks from what is left.
     available = free - min(blocks // 50, 4096) - _LAYOUT_BLOCKS
     excess = available - quota_bytes // _BLOCK_SIZE
+    if excess < 0:  # fail closed: a smaller quota than capabilities() reports would be a false report
+        raise QuotaFsError(errno.ENOSPC, f"the image holds {-excess} blocks fewer than the quota (image_size)")
     if excess > 0:
         _run([tune2fs, "-r", str(excess), str(image)])
 

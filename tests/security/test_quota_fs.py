@@ -69,6 +69,16 @@ def test_the_session_filesystem_holds_work_tmp_and_shm_private_to_the_command_ui
         assert vfs.f_favail >= quota.limits.inodes - 16
 
 
+@pytest.mark.parametrize(("quota_mb", "inodes"), [(1, 64), (5, None), (16, 100_000), (3, 30_000), (2048, 1024)])
+def test_the_quota_is_exact_with_few_or_many_inodes(work_root: Path, quota_mb: int, inodes: int | None) -> None:
+    """Many inodes for a small quota make the inode tables, and ext4's 2% reserve of all blocks, outgrow
+    the quota: the image must still hold exactly the quota, neither less nor more."""
+    with quota_workdir("filesystem", work_root, quota_mb=quota_mb, inodes=inodes) as quota:
+        vfs = os.statvfs(quota.path)
+        assert vfs.f_bavail * vfs.f_frsize == quota_mb * MiB
+        assert quota.limits.inodes - 16 <= vfs.f_favail <= quota.limits.inodes * 1.1
+
+
 def test_each_workdir_can_have_its_own_owner(work_root: Path) -> None:
     with quota_workdir("filesystem", work_root, quota_mb=8, owner=(54321, 54322)) as quota:
         for private in (quota.path, quota.tmp_dir, quota.shm_dir):
