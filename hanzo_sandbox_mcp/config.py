@@ -92,6 +92,14 @@ class SessionSettings(_Section):
     disk_reserve_mb: int = Field(
         1024, ge=0, le=1 << 30, description="Host disk kept free beyond every filesystem workdir's quota (MiB)."
     )
+    tmp_budget_mb: int = Field(
+        4096,
+        ge=1,
+        le=1 << 30,
+        description="RAM (MiB) that all sessions' tmpfs /tmp and /dev/shm may hold together: each session "
+        "reserves 2 x policy.tmp_size_mb, and a new one is refused past this budget or when the host's "
+        "available memory could not hold it. Unused where they live on the session's quota filesystem.",
+    )
     pool_size: int = Field(
         2,
         ge=0,

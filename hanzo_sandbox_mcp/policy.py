@@ -102,7 +102,13 @@ class SandboxPolicy(BaseModel):
     sandbox_gid: int = Field(
         65534, ge=1, le=(1 << 32) - 2, description="Gid commands run as when the server runs as root."
     )
-    tmp_size_mb: int = Field(256, ge=1, le=1 << 20, description="Size of each call's private /tmp (MiB).")
+    tmp_size_mb: int = Field(
+        64,
+        ge=1,
+        le=1 << 20,
+        description="Size of each session's private /tmp and of its /dev/shm (MiB), when they are tmpfs; on a "
+        "quota filesystem they share the session's disk quota instead.",
+    )
     workdir_quota_mb: int = Field(1024, ge=1, le=1 << 30, description="Disk quota of a session workdir (MiB).")
 
     def with_workdir(self, workdir: Path, scratch: tuple[Path, Path] | None = None) -> SandboxPolicy:

@@ -1,16 +1,18 @@
 """How a workdir's disk use is bounded, in one of two modes, and what `quota_exceeded` means in each.
 
-- **filesystem** (the server is root, loop devices and `mkfs.ext4` work): the workdir is a filesystem of
-  its own (linux/quotafs.py) holding the byte quota and the inode limit. The kernel enforces both at every
-  write: the command sees ENOSPC and is *not* stopped. `quota_exceeded` is true when the filesystem was
-  full (bytes or inodes) at the end of the call. Nothing is walked, so a call costs the same whatever the
-  workdir holds.
+- **filesystem** (the server is root, loop devices and `mkfs.ext4` work): each session has a filesystem of
+  its own (linux/quotafs.py) holding the byte quota and the inode limit, with the workdir (`work/`) and the
+  session's /tmp and /dev/shm (`tmp/`, `shm/`) side by side on it: scratch files are disk, counted in the
+  same quota, not RAM outside it. The kernel enforces both limits at every write: the command sees ENOSPC
+  and is *not* stopped. `quota_exceeded` is true when the filesystem was full (bytes or inodes) at the end
+  of the call. Nothing is walked, so a call costs the same whatever the workdir holds.
 - **polled** (anything else): a background thread per session counts the workdir's blocks and inodes with
   the descriptor-based walker (treewalk.py) while any call runs, and once more after the last one ends.
   When a count finds the workdir over either limit, the call is stopped (its process tree killed) and
   `quota_exceeded` is true; a call that began over a limit may add a little, so that clean-up can run.
   The overshoot is what the command writes between two counts; `RLIMIT_FSIZE` is capped to the room the
-  last count left, so one file cannot exceed it.
+  last count left, so one file cannot exceed it. The session's /tmp and /dev/shm are size-capped tmpfs
+  mounts of the sandbox (their RAM is budgeted server-wide, tmp_budget.py), not part of this quota.
 
 `WorkdirFactory` picks the mode once (a trial filesystem is really made), creates workdirs, and refuses a
 new filesystem workdir when the host disk could not hold every quota already promised: sparse images can
@@ -67,6 +69,7 @@ _INODE_SLACK = 64
 #: holds the GIL for most of each 5 ms switch interval and slows every call the server runs.
 _IN_THREAD_MAX_INODES = 5000
 _CHILD_TIMEOUT_S = 600.0
+_SCRATCH_MODE = 0o700
 
 StopCall = Callable[[], Awaitable[None]]
 
@@ -88,19 +91,19 @@ class QuotaLimits:
 
 
 class WorkdirQuota(ABC):
-    """One workdir and the way its quota is enforced; `release()` removes it."""
+    """One workdir and the way its quota is enforced; `release()` removes it.
+
+    `tmp_dir` and `shm_dir` are the directories the session's sandbox mounts as /tmp and /dev/shm when they
+    live under the same quota (filesystem mode); None when the sandbox gives it size-capped tmpfs mounts.
+    """
 
     mode: ClassVar[QuotaMode]
+    tmp_dir: Path | None = None
+    shm_dir: Path | None = None
 
     def __init__(self, path: Path, limits: QuotaLimits) -> None:
         self.path = path
         self.limits = limits
-        self.tmp_dir: Path | None = None
-        self.shm_dir: Path | None = None
-
-    async def clear_scratch(self) -> bool:
-        """Empty the session's /tmp and /dev/shm directories (none here: they are tmpfs)."""
-        return True
 
     @abstractmethod
     def file_size_cap(self) -> int | None:
@@ -119,14 +122,27 @@ class WorkdirQuota(ABC):
     async def release(self) -> bool:
         """Stop counting and delete the workdir (if this server made it). Never raises; True when gone."""
 
+    async def clear_scratch(self) -> bool:
+        """Empty `tmp_dir` and `shm_dir` (a replaced sandbox starts with an empty /tmp, as the result says),
+        keeping the directories. Links are removed, never followed. Never raises; True when both are empty.
+        Nothing to do when the sandbox's scratch space is tmpfs: it went with the sandbox."""
+        return True
+
 
 class FilesystemQuota(WorkdirQuota):
-    """A workdir that is its own filesystem: the kernel holds the limits."""
+    """A session's own filesystem, mounted at `mountpoint`: the workdir (`path`) and the scratch
+    directories are on it, and the kernel holds the limits for all three together."""
 
     mode: ClassVar[QuotaMode] = "filesystem"
 
-    def __init__(self, path: Path, limits: QuotaLimits, image: Path, image_bytes: int) -> None:
-        super().__init__(path, limits)
+    def __init__(self, mountpoint: Path, limits: QuotaLimits, image: Path, image_bytes: int) -> None:
+        from .linux import quotafs
+
+        work, tmp, shm = (mountpoint / name for name in quotafs.LAYOUT)
+        super().__init__(work, limits)
+        self.mountpoint = mountpoint
+        self.tmp_dir: Path = tmp
+        self.shm_dir: Path = shm
         self.image = image
         self.image_bytes = image_bytes
 
@@ -141,10 +157,12 @@ class FilesystemQuota(WorkdirQuota):
         from .linux import quotafs
 
         try:
-            full = quotafs.is_full(self.path)
+            full = quotafs.is_full(self.mountpoint)
         except OSError:
             return None
-        return f"the session's filesystem is full ({self.limits.describe()})" if full else None
+        if not full:
+            return None
+        return f"the session's filesystem (its workdir, /tmp and /dev/shm together) is full ({self.limits.describe()})"
 
     def unallocated_bytes(self) -> int:
         """What the sparse image may still take from the host disk."""
@@ -157,7 +175,29 @@ class FilesystemQuota(WorkdirQuota):
     async def release(self) -> bool:
         from .linux import quotafs
 
-        return await anyio.to_thread.run_sync(quotafs.release, self.path, self.image)
+        return await anyio.to_thread.run_sync(quotafs.release, self.mountpoint, self.image)
+
+    async def clear_scratch(self) -> bool:
+        return await anyio.to_thread.run_sync(_empty_dirs, (self.tmp_dir, self.shm_dir))
+
+
+def _empty_dirs(directories: tuple[Path, ...]) -> bool:
+    """Remove what each directory holds, entry by entry with the descriptor-based walker (a link is
+    unlinked, never followed), and give it back its mode 0700 (its owner, the command, may have opened it
+    to every host user). The directories' own paths are trusted: their parent is root's 0711 root of the
+    session filesystem, so the command cannot swap them. Never raises."""
+    done = True
+    for directory in directories:
+        try:
+            os.chmod(directory, _SCRATCH_MODE)
+            names = os.listdir(directory)
+        except OSError as exc:
+            _log.warning("cannot empty %s: %s", directory, exc)
+            done = False
+            continue
+        for name in names:
+            done = remove_tree(directory / name) and done
+    return done
 
 
 class PolledQuota(WorkdirQuota):
@@ -305,8 +345,9 @@ class PolledQuota(WorkdirQuota):
 class WorkdirFactory:
     """Makes the workdirs of one server (or one `run`) below `root`, in the mode this machine allows.
 
-    Layout: `root/<prefix>XXXX` are the workdirs (mount points in filesystem mode); `root/images/` (mode
-    0700, owned by the server) holds the filesystem images, out of every command's reach.
+    Layout: `root/<prefix>XXXX` are the workdirs in polled mode, and in filesystem mode the mount points of
+    the session filesystems (the workdir is `<mount point>/work`, see linux/quotafs.py); `root/images/`
+    (mode 0700, owned by the server) holds the filesystem images, out of every command's reach.
     """
 
     def __init__(
@@ -324,6 +365,9 @@ class WorkdirFactory:
         self.force_polled = force_polled
         self.disk_reserve_bytes = disk_reserve_bytes
         self._mode: tuple[QuotaMode, str] | None = None
+        self._probing = anyio.Lock()
+        """One probe at a time: the pool's refill and a new session may ask at once, and two trial
+        filesystems made side by side trip over each other's image."""
         self._live: set[FilesystemQuota] = set()
         self._pending = 0
         """Image bytes of filesystems being made right now (promised, not yet in `_live`)."""
@@ -334,9 +378,10 @@ class WorkdirFactory:
 
     async def mode(self) -> tuple[QuotaMode, str]:
         """The mode workdirs get here and why (probed once, by making a trial filesystem)."""
-        if self._mode is None:
-            self._mode = await anyio.to_thread.run_sync(self._probe)
-            _log.debug("workdir quota: %s (%s)", *self._mode)
+        async with self._probing:
+            if self._mode is None:
+                self._mode = await anyio.to_thread.run_sync(self._probe)
+                _log.debug("workdir quota: %s (%s)", *self._mode)
         return self._mode
 
     def _probe(self) -> tuple[QuotaMode, str]:
@@ -361,8 +406,10 @@ class WorkdirFactory:
             pass
         os.chmod(self.images, 0o700)
 
-    async def create(self, prefix: str = "w-") -> WorkdirQuota:
-        """A fresh, empty, private (0700) workdir owned by the command uid, with its quota."""
+    async def create(self, prefix: str = "w-", *, owner: tuple[int, int] | None = None) -> WorkdirQuota:
+        """A fresh, empty, private (0700) workdir owned by `owner` (the uid:gid its commands run as;
+        default: the factory's), with its quota."""
+        owner = self.owner if owner is None else owner
         mode, _why = await self.mode()
         if mode == "filesystem":
             from .linux import quotafs
@@ -371,7 +418,7 @@ class WorkdirFactory:
             self._check_disk(size)  # on the event loop: one statvfs and a stat per open session, microseconds
             self._pending += size
             try:
-                quota = await anyio.to_thread.run_sync(self._create_filesystem, prefix, size)
+                quota = await anyio.to_thread.run_sync(self._create_filesystem, prefix, size, owner)
             except OSError as exc:
                 # Loop devices used up, an image that cannot be made: this workdir is counted instead
                 # (its results say quota_mode "polled"), rather than the session failing.
@@ -381,10 +428,10 @@ class WorkdirFactory:
                 return quota
             finally:
                 self._pending -= size
-        path = await anyio.to_thread.run_sync(create_workdir, self.root, prefix, self.owner)
+        path = await anyio.to_thread.run_sync(create_workdir, self.root, prefix, owner)
         return PolledQuota(path, self.limits, owned=True)
 
-    def _create_filesystem(self, prefix: str, size: int) -> FilesystemQuota:
+    def _create_filesystem(self, prefix: str, size: int, owner: tuple[int, int]) -> FilesystemQuota:
         from .linux import quotafs
 
         mountpoint = Path(tempfile.mkdtemp(prefix=prefix, dir=self.root))
@@ -395,8 +442,8 @@ class WorkdirFactory:
                 mountpoint,
                 quota_bytes=self.limits.bytes,
                 inodes=self.limits.inodes,
-                uid=self.owner[0],
-                gid=self.owner[1],
+                uid=owner[0],
+                gid=owner[1],
             )
         except BaseException:
             quotafs.release(mountpoint, image)

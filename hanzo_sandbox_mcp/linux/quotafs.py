@@ -6,10 +6,23 @@ with the tree), and `nosuid,nodev` on the host-side mount makes a setuid file or
 leaves behind inert for every host user.
 
 Making one (about 20 ms, 0.7 MB of real disk for 1 GiB): a sparse image file of mode 0600 in a root-only
-directory, `mkfs.ext4` without a journal and with lazily initialised inode tables, the root directory owned
-by the command's uid, the blocks beyond the quota reserved for root (so the quota is exact), then
-`mount -o loop` (which sets the loop device to clear itself when the last user
-of the mount goes). The image never appears below the workdir or in a sandbox's private root.
+directory, `mkfs.ext4` without a journal and with lazily initialised inode tables, the blocks beyond the
+quota reserved for root (so the quota is exact), then `mount -o loop` (which sets the loop device to clear
+itself when the last user of the mount goes). The image never appears below the workdir or in a sandbox's
+private root.
+
+Layout: one filesystem holds a session's workdir and its scratch space, so that /tmp and /dev/shm are disk
+counted in the same quota rather than RAM outside it:
+
+    <mountpoint>/          root:root 0711  (traversable, not listable, not writable)
+        lost+found/        root:root 0700  (mkfs's, kept where no command sees it)
+        work/              uid:gid 0700    the workdir
+        tmp/               uid:gid 0700    the sandbox's /tmp
+        shm/               uid:gid 0700    the sandbox's /dev/shm
+
+Never 1777: the sessions root is traversable by every host user, so a world-writable directory here would
+let them plant files in a session's /tmp. The root staying root's own means the command can neither rename
+`tmp` away nor put a link in its place, so the server may reach these three by path.
 
 Removing one (`release`): unmount (lazily when something still holds it), delete the image, remove the
 empty mount point. The crash reaper calls `release` for mounts a dead server left behind.
@@ -31,6 +44,7 @@ from .libc import libc
 
 __all__ = [
     "FULL_BELOW_BYTES",
+    "LAYOUT",
     "MOUNT_OPTIONS",
     "QuotaFsError",
     "create",
@@ -48,8 +62,13 @@ _BLOCK_SIZE = 4096
 _MiB = 1024 * 1024
 _MNT_DETACH = 0x2
 _EXT4_MAGIC = 0xEF53
-#: mke2fs makes lost+found 16 KiB long, so that e2fsck never has to grow it.
-_LOST_FOUND_BLOCKS = 16 * 1024 // _BLOCK_SIZE
+#: The directories made at the filesystem's root for the command (see the module docstring).
+LAYOUT = ("work", "tmp", "shm")
+_ROOT_MODE = 0o711
+_LAYOUT_MODE = 0o700
+#: Each layout directory takes one block, which the byte quota does not charge to the command. Their inodes
+#: come out of the inode limit, as ext4's reserved inodes 1-11 always have: the limit is an upper bound.
+_LAYOUT_BLOCKS = len(LAYOUT)
 _TOOL_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 _TOOL_TIMEOUT_S = 30.0
 
@@ -64,11 +83,13 @@ def image_size(quota_bytes: int, inodes: int) -> int:
     """Image bytes whose ext4 offers at least `quota_bytes` of free space and `inodes` inodes (the rest is
     then held back, see `_hold_back_the_excess`).
 
-    ext4 takes room for the inode tables (256 bytes an inode), bitmaps and group descriptors, and keeps
-    up to 2% (at most 16 MiB) back for its own metadata; measured on 1 MiB to 4 GiB images.
+    ext4 takes room for the inode tables (256 bytes an inode), bitmaps and group descriptors, lost+found
+    and the layout directories, and keeps 2% of all its blocks (at most 16 MiB) back for delayed
+    allocation: 2% of the whole image, which the inode tables can make far larger than the quota (100,000
+    inodes for 16 MiB); measured on 1 MiB to 4 GiB images.
     """
-    metadata = inodes * _INODE_SIZE + min(quota_bytes // 49, 16 * _MiB + _MiB // 2) + quota_bytes // 128 + _MiB
-    size = quota_bytes + metadata
+    size = quota_bytes + inodes * _INODE_SIZE + quota_bytes // 128 + _MiB
+    size += min(size // 49, 16 * _MiB + _MiB // 2)
     return (size + _BLOCK_SIZE - 1) // _BLOCK_SIZE * _BLOCK_SIZE
 
 
@@ -113,17 +134,20 @@ def _hold_back_the_excess(image: Path, quota_bytes: int) -> None:
         raise QuotaFsError(errno.ENOENT, "tune2fs (e2fsprogs) is not installed")
     blocks, free = _superblock_counts(image)
     # ext4 keeps 2% of the blocks (at most 4,096) back for delayed allocation: it never counts as free.
-    # The lost+found that `create` removes gives its blocks back.
-    available = free - min(blocks // 50, 4096) + _LOST_FOUND_BLOCKS
+    # The layout directories `create` makes after mounting take their blocks from what is left.
+    available = free - min(blocks // 50, 4096) - _LAYOUT_BLOCKS
     excess = available - quota_bytes // _BLOCK_SIZE
+    if excess < 0:  # fail closed: a smaller quota than capabilities() reports would be a false report
+        raise QuotaFsError(errno.ENOSPC, f"the image holds {-excess} blocks fewer than the quota (image_size)")
     if excess > 0:
         _run([tune2fs, "-r", str(excess), str(image)])
 
 
 def create(image: Path, mountpoint: Path, *, quota_bytes: int, inodes: int, uid: int, gid: int) -> None:
-    """Make the image (mode 0600, which must not exist yet) and mount it at the existing, empty
-    `mountpoint`, whose root then belongs to uid:gid with mode 0700. On failure nothing is left mounted
-    and the image is gone; raises QuotaFsError (or OSError)."""
+    """Make the image (mode 0600, which must not exist yet), mount it at the existing, empty `mountpoint`
+    and lay it out (see the module docstring): `work`, `tmp` and `shm`, owned by uid:gid with mode 0700,
+    share `quota_bytes` and `inodes`. On failure nothing is left mounted and the image is gone; raises
+    QuotaFsError (or OSError)."""
     mkfs, mount = _tool("mkfs.ext4"), _tool("mount")
     if mkfs is None or mount is None:
         raise QuotaFsError(errno.ENOENT, "mkfs.ext4 (e2fsprogs) or mount (util-linux) is not installed")
@@ -150,21 +174,32 @@ def create(image: Path, mountpoint: Path, *, quota_bytes: int, inodes: int, uid:
                 "-O",
                 "^has_journal",
                 "-E",
-                f"lazy_itable_init=1,nodiscard,root_owner={uid}:{gid}",
+                "lazy_itable_init=1,nodiscard,root_owner=0:0",
                 str(image),
             ]
         )
         _hold_back_the_excess(image, quota_bytes)
         _run([mount, "-t", "ext4", "-o", MOUNT_OPTIONS, str(image), str(mountpoint)])
         mounted = True
-        # mkfs leaves a root-owned lost+found the command could trip over (it cannot remove it).
-        os.rmdir(mountpoint / "lost+found")
-        os.chmod(mountpoint, 0o700)
+        _lay_out(mountpoint, uid, gid)
     except BaseException:
         if mounted:
             _unmount(mountpoint)
         image.unlink(missing_ok=True)
         raise
+
+
+def _lay_out(mountpoint: Path, uid: int, gid: int) -> None:
+    """The fresh filesystem's root becomes root's 0711, with the command's directories below it."""
+    root = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fchmod(root, _ROOT_MODE)
+        for name in LAYOUT:
+            os.mkdir(name, _LAYOUT_MODE, dir_fd=root)
+            os.chown(name, uid, gid, dir_fd=root, follow_symlinks=False)
+            os.chmod(name, _LAYOUT_MODE, dir_fd=root)  # the umask may have taken bits; set exactly
+    finally:
+        os.close(root)
 
 
 def _unmount(mountpoint: Path) -> bool:

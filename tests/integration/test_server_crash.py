@@ -60,6 +60,11 @@ async def _make_files(client: Client) -> str:
     return str(result.structured_content["stdout"]).strip()
 
 
+def _sessions_root(workdir: Path) -> Path:
+    """The sessions root a workdir is in: its parent, or (a root server) the parent of its filesystem."""
+    return next(path for path in workdir.parents if path.name.startswith(ROOT_PREFIX))
+
+
 async def test_sigkill_of_the_server_removes_its_workdirs(kit: Kit, sessions_parent: Path, tmp_path: Path) -> None:
     config = _config(kit, sessions_parent, tmp_path, "killed")
     with anyio.fail_after(90):
@@ -88,14 +93,14 @@ async def test_the_next_server_removes_what_a_dead_server_and_watchdog_left(
                 async with Client(kit.stdio_params(dead_config, tmp_path)) as doomed:
                     dead_workdir = Path(await _make_files(doomed))
                     # The whole machine went down: the watchdog dies with the server.
-                    watchdogs = _processes("reaper.py", "watch", str(dead_workdir.parent))
+                    watchdogs = _processes("reaper.py", "watch", str(_sessions_root(dead_workdir)))
                     servers = _processes("serve", str(dead_config))
                     assert len(watchdogs) == 1 and len(servers) == 1, (watchdogs, servers)
                     _sigkill(watchdogs[0])
                     _sigkill(servers[0])
             except* _TRANSPORT_GONE:
                 pass
-            dead_root = dead_workdir.parent
+            dead_root = _sessions_root(dead_workdir)
             # Control: with its server and watchdog gone, nothing else removes the dead root.
             assert (dead_workdir / "a" / "b" / "notes").exists()
             async with Client(kit.stdio_params(next_config, tmp_path)) as following:

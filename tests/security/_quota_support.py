@@ -1,8 +1,8 @@
 """Workdirs with a real quota for the attack tests, in either mode, and a way to run a command in one.
 
-`quota_workdir(mode, parent, quota_mb=..., inodes=...)` yields a `WorkdirQuota` made by the server's own
-`WorkdirFactory` ("filesystem": an ext4 image loop-mounted nosuid,nodev; "polled": a background count) and
-releases it afterwards. Filesystem mode skips (naming why) where this machine cannot make one.
+`quota_workdir(mode, parent, quota_mb=..., inodes=..., owner=...)` yields a `WorkdirQuota` made by the
+server's own `WorkdirFactory` ("filesystem": an ext4 image loop-mounted nosuid,nodev; "polled": a background
+count) and releases it afterwards. Filesystem mode skips (naming why) where this machine cannot make one.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ MODES = ("filesystem", "polled")
 
 
 @contextlib.contextmanager
-def quota_workdir(mode: str, parent: Path, *, quota_mb: int, inodes: int | None = None) -> Iterator[Any]:
+def quota_workdir(
+    mode: str, parent: Path, *, quota_mb: int, inodes: int | None = None, owner: tuple[int, int] | None = None
+) -> Iterator[Any]:
     from hanzo_sandbox_mcp.quota import QuotaLimits, WorkdirFactory
     from hanzo_sandbox_mcp.treewalk import remove_tree
 
@@ -34,7 +36,7 @@ def quota_workdir(mode: str, parent: Path, *, quota_mb: int, inodes: int | None 
     got, why = anyio.run(factory.mode)
     if got != mode:
         pytest.skip(f"no {mode} quota here: {why}")
-    quota = anyio.run(factory.create)
+    quota = anyio.run(lambda: factory.create(owner=owner))
     try:
         yield quota
     finally:

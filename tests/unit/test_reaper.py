@@ -154,6 +154,42 @@ def test_a_mount_below_a_dead_root_is_detached_then_removed(parent: Path) -> Non
         subprocess.run(["umount", "-l", str(point)], check=False, capture_output=True)
 
 
+def _loop_backs(image: Path) -> bool:
+    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
+        try:
+            if backing.read_text().strip().removesuffix(" (deleted)") == str(image):
+                return True
+        except OSError:
+            continue  # a loop device cleared while we looked
+    return False
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="a session filesystem needs loop devices, which need root")
+def test_a_dead_servers_session_filesystems_are_unmounted_freed_and_removed(parent: Path) -> None:
+    import anyio
+
+    from hanzo_sandbox_mcp.quota import FilesystemQuota, QuotaLimits, WorkdirFactory
+
+    dead = _dead_root(parent, "quotafs")
+    factory = WorkdirFactory(dead, (65534, 65534), QuotaLimits.of(8))
+    mode, why = anyio.run(factory.mode)
+    if mode != "filesystem":
+        pytest.skip(why)
+    quota = anyio.run(factory.create)
+    assert isinstance(quota, FilesystemQuota)
+    try:
+        (quota.path / "work-file").write_text("x")
+        (quota.tmp_dir / "tmp-file").write_text("x")
+        assert mounts_below(str(dead)) == [str(quota.mountpoint)]  # control: the server died with it mounted
+        assert _loop_backs(quota.image)
+        assert reap_dead_roots(str(parent)) == [str(dead)]
+        assert mounts_below(str(dead)) == []
+        assert not dead.exists()
+        _wait(lambda: not _loop_backs(quota.image))  # the loop device clears itself once unmounted
+    finally:
+        anyio.run(factory.release, quota)
+
+
 # -- the watchdog ---------------------------------------------------------------------------------------
 
 

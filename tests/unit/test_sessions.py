@@ -112,7 +112,9 @@ async def test_root_is_0711_and_workdirs_0700_owned_by_the_command_uid(manager: 
     st = os.stat(session.workdir)
     assert stat.S_IMODE(st.st_mode) == 0o700
     assert (st.st_uid, st.st_gid) == command_owner(65534, 65534)
-    assert session.workdir.parent == manager.root
+    # polled: root/w-XXXX; filesystem: root/w-XXXX/work, on the session filesystem mounted at root/w-XXXX
+    top = session.workdir if session.quota.mode == "polled" else session.workdir.parent
+    assert top.parent == manager.root
 
 
 async def test_workdir_names_do_not_contain_the_handle(manager: SessionManager) -> None:
@@ -150,7 +152,7 @@ async def test_quota_mode_is_a_filesystem_as_root_else_polled(manager: SessionMa
         assert mode == "polled" and why
     session = await manager.create()
     assert session.quota.mode == mode
-    assert os.path.ismount(session.workdir) == (mode == "filesystem")
+    assert os.path.ismount(session.workdir.parent) == (mode == "filesystem")
 
 
 async def test_quota_mode_polled_when_configured(tmp_path: Path, clock: FakeClock) -> None:
