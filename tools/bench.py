@@ -23,6 +23,7 @@ Ctrl-C and SIGTERM included.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -177,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.files is not None:
         if args.files < 1000:
             parser.error("--files must be at least 1000")
-        sizes = Sizes(**{**sizes.__dict__, "workdir_files": args.files})
+        sizes = dataclasses.replace(sizes, workdir_files=args.files)
 
     machine = _machine()
     directory = Path(tempfile.mkdtemp(prefix="hanzo-bench-"))

@@ -34,7 +34,8 @@ from .servers import (
     tree_pss_kib,
     write_config,
 )
-from .spawns import SpawnBaseline, burst, timed_spawn
+from .spawns import SpawnBaseline, timed_spawn
+from .timing import Timer, concurrently, rounds
 
 __all__ = ["FIGURES", "Run", "Sizes"]
 
@@ -44,8 +45,6 @@ CALL_TIMEOUT_S = 60.0
 SMALL_QUOTA: dict[str, Scalar] = {"workdir_quota_mb": 128}
 #: What one idle session may add to the server's PSS (the target), in MiB.
 SESSION_PSS_MIB = 4.0
-
-Timer = Callable[[], Awaitable[float]]
 
 
 @dataclass(frozen=True)
@@ -114,19 +113,6 @@ class Run:
 # -- helpers ---------------------------------------------------------------------------------------------
 
 
-async def rounds(timers: Mapping[str, Timer], n: int, warmup: int) -> dict[str, list[float]]:
-    """`warmup` unmeasured rounds, then `n` rounds; in each, every timer once, the order rotated each round."""
-    names = list(timers)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for index in range(warmup + n):
-        shift = index % len(names)
-        for name in names[shift:] + names[:shift]:
-            elapsed = await timers[name]()
-            if index >= warmup:
-                samples[name].append(elapsed)
-    return samples
-
-
 async def call(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
     """One tool call, bounded; its structured content. A tool error stops the figure with its message."""
     with anyio.fail_after(CALL_TIMEOUT_S):
@@ -148,6 +134,13 @@ def _ran_true(content: Mapping[str, Any]) -> None:
         raise RuntimeError(f"'true' did not succeed: exit {content.get('exit_code')}, {content.get('error')}")
 
 
+async def timed_true(client: Client, **arguments: Any) -> tuple[float, dict[str, Any]]:
+    """`run_command "true"` (with `arguments`), checked to have succeeded: (ms, structured content)."""
+    elapsed, content = await timed_call(client, "run_command", {"command": "true", **arguments})
+    _ran_true(content)
+    return elapsed, content
+
+
 def layers_of(protection: Mapping[str, Any]) -> str:
     """The layers a result says were in force, in one line (so a fast figure from a weaker sandbox shows)."""
     namespaces = ",".join(protection.get("namespaces", ())) or "none"
@@ -162,8 +155,17 @@ def _series(samples: Mapping[str, list[float]], unit: str = "ms") -> dict[str, S
     return {name: summarize(values, unit) for name, values in samples.items() if values}
 
 
-def _median(series: Mapping[str, Series], name: str) -> float | None:
-    return series[name].median if name in series else None
+def _compared(name: str, title: str, series: dict[str, Series], value: str, baseline: str, **rest: Any) -> Figure:
+    """A figure whose value and baseline are the medians of two of its series (the baseline may be missing)."""
+    return Figure(
+        name=name,
+        title=title,
+        unit=series[value].unit,
+        value=series[value].median,
+        baseline=series[baseline].median if baseline in series else None,
+        series=series,
+        **rest,
+    )
 
 
 # -- 1. spawn --------------------------------------------------------------------------------------------
@@ -190,17 +192,15 @@ async def spawn(run: Run) -> list[Figure]:
         samples = await rounds(timers, run.sizes.spawn, run.sizes.warmup)
     series = _series(samples)
     return [
-        Figure(
-            name="spawn",
-            title='spawn: library run_command "true", warm session',
-            unit="ms",
-            value=series["library"].median,
-            value_label="SandboxService.run_command",
-            baseline=_median(series, "bwrap"),
+        _compared(
+            "spawn",
+            'spawn: library run_command "true", warm session',
+            series,
+            "library",
+            "bwrap",
             baseline_label="bwrap",
             target=Target(kind="ratio_max", limit=0.7, aim=0.5),
             n=run.sizes.spawn,
-            series=series,
             facts={"layers": layers_of(protection)},
             notes=run.skipped("bwrap", "unshare"),
         )
@@ -220,8 +220,7 @@ async def stdio(run: Run) -> list[Figure]:
     ):
 
         async def sandboxed() -> float:
-            elapsed, content = await timed_call(server, "run_command", {"command": "true"})
-            _ran_true(content)
+            elapsed, content = await timed_true(server)
             protection.update(content.get("protection", {}))
             return elapsed
 
@@ -232,17 +231,15 @@ async def stdio(run: Run) -> list[Figure]:
         samples = await rounds(timers, run.sizes.stdio, run.sizes.warmup)
     series = _series(samples)
     return [
-        Figure(
-            name="stdio",
-            title='stdio round trip: MCP run_command "true"',
-            unit="ms",
-            value=series["run_command"].median,
-            value_label="tools/call run_command",
-            baseline=_median(series, "bwrap"),
+        _compared(
+            "stdio",
+            'stdio round trip: MCP run_command "true"',
+            series,
+            "run_command",
+            "bwrap",
             baseline_label="bwrap spawn",
             target=Target(kind="ratio_max", limit=1.0),
             n=run.sizes.stdio,
-            series=series,
             facts={
                 "ratio_to_echo": series["run_command"].median / series["echo"].median,
                 "layers": layers_of(protection),
@@ -265,15 +262,12 @@ async def http(run: Run) -> list[Figure]:
 
         async def fresh() -> float:
             await anyio.sleep(run.sizes.http_gap_s)  # lets a pool refill between calls, outside the timing
-            elapsed, content = await timed_call(client, "run_command", {"command": "true"})
-            _ran_true(content)
+            elapsed, content = await timed_true(client)
             seen.add(content["session_id"])
             return elapsed
 
         async def existing() -> float:
-            elapsed, content = await timed_call(client, "run_command", {"command": "true", "session_id": warm})
-            _ran_true(content)
-            return elapsed
+            return (await timed_true(client, session_id=warm))[0]
 
         timers = {"new_session": fresh, "existing_session": existing, **run.spawn_timers("bwrap")}
         samples = await rounds(timers, run.sizes.http, run.sizes.warmup)
@@ -283,17 +277,15 @@ async def http(run: Run) -> list[Figure]:
         notes.append(f"only {len(seen)} distinct sessions for {calls} calls without session_id: not one per call")
     series = _series(samples)
     return [
-        Figure(
-            name="http",
-            title="HTTP: call without session_id (new session)",
-            unit="ms",
-            value=series["new_session"].median,
-            value_label="tools/call, new session",
-            baseline=_median(series, "bwrap"),
+        _compared(
+            "http",
+            "HTTP: call without session_id (new session)",
+            series,
+            "new_session",
+            "bwrap",
             baseline_label="bwrap spawn",
             target=Target(kind="plus_max", limit=3.0),
             n=run.sizes.http,
-            series=series,
             facts={"distinct_sessions": len(seen), "calls": calls, "gap_s": run.sizes.http_gap_s},
             notes=notes,
         )
@@ -301,26 +293,6 @@ async def http(run: Run) -> list[Figure]:
 
 
 # -- 4. throughput ---------------------------------------------------------------------------------------
-
-
-async def _call_burst(
-    client: Client, calls: int, concurrency: int, arguments: Callable[[int], dict[str, Any]]
-) -> tuple[float, list[float]]:
-    """`calls` tool calls of run_command, `concurrency` in flight: (wall-clock seconds, each call's ms)."""
-    latencies: list[float] = []
-    remaining = iter(range(calls))
-
-    async def worker() -> None:
-        for index in remaining:
-            elapsed, content = await timed_call(client, "run_command", arguments(index))
-            _ran_true(content)
-            latencies.append(elapsed)
-
-    start = time.perf_counter()
-    async with anyio.create_task_group() as group:
-        for _ in range(concurrency):
-            group.start_soon(worker)
-    return time.perf_counter() - start, latencies
 
 
 async def throughput(run: Run) -> list[Figure]:
@@ -340,24 +312,23 @@ async def throughput(run: Run) -> list[Figure]:
     ):
         sessions = [(await call(server, "create_session", {}))["session_id"] for _ in range(sizes.throughput_sessions)]
 
-        def in_session(index: int) -> dict[str, Any]:
-            return {"command": "true", "session_id": sessions[index % len(sessions)]}
+        async def in_session(index: int) -> float:
+            return (await timed_true(server, session_id=sessions[index % len(sessions)]))[0]
 
-        def plain(index: int) -> dict[str, Any]:
-            return {"command": "true"}
+        async def unsandboxed(index: int) -> float:
+            return (await timed_true(base))[0]
 
-        await _call_burst(server, len(sessions), len(sessions), in_session)  # every session used once first
-        await _call_burst(base, sizes.throughput_concurrency, sizes.throughput_concurrency, plain)
+        bursts = {"sandboxed": in_session, "baseline": unsandboxed}
         bwrap = run.baselines["bwrap"]
+        if bwrap.missing is None:
+            bursts["bwrap"] = lambda index: timed_spawn(bwrap.argv)
+        await concurrently(len(sessions), len(sessions), in_session)  # every session used once first
+        await concurrently(sizes.throughput_concurrency, sizes.throughput_concurrency, unsandboxed)
         for _ in range(sizes.throughput_rounds):
-            for name, client, arguments in (("sandboxed", server, in_session), ("baseline", base, plain)):
-                wall, each = await _call_burst(client, sizes.throughput_calls, sizes.throughput_concurrency, arguments)
+            for name, one in bursts.items():
+                wall, each = await concurrently(sizes.throughput_calls, sizes.throughput_concurrency, one)
                 rates[name].append(sizes.throughput_calls / wall)
                 latencies[name].extend(each)
-            if bwrap.missing is None:
-                wall, each = await burst(bwrap.argv, sizes.throughput_calls, sizes.throughput_concurrency)
-                rates["bwrap"].append(sizes.throughput_calls / wall)
-                latencies["bwrap"].extend(each)
     series = _series({f"{name}_latency": values for name, values in latencies.items()})
     series |= _series({f"{name}_rate": values for name, values in rates.items()}, unit="calls/s")
     facts: dict[str, float | int | str | bool | None] = {
@@ -366,17 +337,12 @@ async def throughput(run: Run) -> list[Figure]:
         "sessions": sizes.throughput_sessions,
         "rounds": sizes.throughput_rounds,
     }
-    for name in ("sandboxed", "baseline", "bwrap"):
-        if f"{name}_latency" in series:
-            facts[f"{name}_p50_ms"] = series[f"{name}_latency"].median
-            facts[f"{name}_p99_ms"] = series[f"{name}_latency"].p99
     return [
         Figure(
             name="throughput",
             title=f"throughput: {sizes.throughput_calls} calls, concurrency {sizes.throughput_concurrency}, stdio",
             unit="calls/s",
             value=statistics.median(rates["sandboxed"]),
-            value_label=f"{sizes.throughput_sessions} sessions",
             baseline=statistics.median(rates["baseline"]),
             baseline_label="unsandboxed MCP + subprocess",
             target=Target(kind="ratio_min", limit=0.5),
@@ -430,17 +396,15 @@ async def cold(run: Run) -> list[Figure]:
     series = _series(samples)
     series["difference"] = summarize(differences, "ms")
     return [
-        Figure(
-            name="cold",
-            title="cold session: create_session + first call, pool empty",
-            unit="ms",
-            value=series["cold"].median,
-            value_label="create + first call",
-            baseline=series["later_call"].median,
+        _compared(
+            "cold",
+            "cold session: create_session + first call, pool empty",
+            series,
+            "cold",
+            "later_call",
             baseline_label="later call",
             target=Target(kind="plus_max", limit=50.0),
             n=run.sizes.cold,
-            series=series,
             facts={"quota_mode": quota_mode, "pool_size": 0 if run.pool_size_known else None},
             notes=notes,
         )
@@ -484,7 +448,6 @@ async def pss(run: Run) -> list[Figure]:
             title=f"idle PSS: server with {count} idle sessions",
             unit="MiB",
             value=loaded,
-            value_label=f"{count} sessions",
             baseline=idle,
             baseline_label="idle server",
             target=Target(kind="plus_max", limit=count * SESSION_PSS_MIB),
@@ -533,11 +496,7 @@ async def workdir(run: Run) -> list[Figure]:
 
             def timer(session: str) -> Timer:
                 async def timed() -> float:
-                    elapsed, content = await timed_call(
-                        server, "run_command", {"command": "true", "session_id": session}
-                    )
-                    _ran_true(content)
-                    return elapsed
+                    return (await timed_true(server, session_id=session))[0]
 
                 return timed
 
@@ -546,16 +505,14 @@ async def workdir(run: Run) -> list[Figure]:
             )
         series = _series(samples)
         figures.append(
-            Figure(
-                name=f"workdir-{mode}",
-                title=f"workdir of {files} files vs empty, quota {mode}",
-                unit="ms",
-                value=series["full"].median,
-                value_label=f"{files} files",
-                baseline=series["empty"].median,
+            _compared(
+                f"workdir-{mode}",
+                f"workdir of {files} files vs empty, quota {mode}",
+                series,
+                "full",
+                "empty",
                 baseline_label="empty workdir",
                 n=run.sizes.workdir_calls,
-                series=series,
                 facts={"files": files, "quota_mode": mode},
             )
         )

@@ -101,7 +101,6 @@ class Figure(BaseModel):
     title: str
     unit: str
     value: float | None = None
-    value_label: str = ""
     baseline: float | None = None
     baseline_label: str = ""
     target: Target | None = None

@@ -9,10 +9,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import anyio
 import anyio.to_thread
 
-__all__ = ["SpawnBaseline", "baselines", "burst", "timed_spawn"]
+__all__ = ["SpawnBaseline", "baselines", "timed_spawn"]
 
 #: A spawn that takes longer than this is broken, not slow.
 SPAWN_TIMEOUT_S = 30.0
@@ -77,20 +76,3 @@ def _run_timed(argv: Sequence[str]) -> float:
 async def timed_spawn(argv: Sequence[str]) -> float:
     """Milliseconds `subprocess.run(argv)` takes, measured inside the worker thread that runs it."""
     return await anyio.to_thread.run_sync(_run_timed, argv)
-
-
-async def burst(argv: Sequence[str], calls: int, concurrency: int) -> tuple[float, list[float]]:
-    """`calls` spawns of `argv`, `concurrency` at a time: (wall-clock seconds, each spawn's ms)."""
-    latencies: list[float] = []
-    limiter = anyio.CapacityLimiter(concurrency)
-    remaining = iter(range(calls))
-
-    async def worker() -> None:
-        for _ in remaining:
-            latencies.append(await anyio.to_thread.run_sync(_run_timed, argv, limiter=limiter))
-
-    start = time.perf_counter()
-    async with anyio.create_task_group() as group:
-        for _ in range(concurrency):
-            group.start_soon(worker)
-    return time.perf_counter() - start, latencies
