@@ -15,8 +15,8 @@ Figures (medians unless the unit says otherwise; each measured in the same round
 
 Prints one row per figure (value, baseline, ratio, target, met or missed by how much) and the details of every
 series; `--json` prints all of it as one JSON object instead. Not a test: it never fails on timing. Exit
-status 0 when every figure asked for was measured, 1 when one could not be, 2 for bad usage, 130 when
-interrupted. Progress goes to stderr. Servers, sessions and temporary files are cleaned up on every exit path,
+status 0 when every figure asked for was measured, 1 when one could not be, 2 for bad usage, 128 + the signal
+when interrupted. Progress goes to stderr. Servers, sessions and temporary files are cleaned up on every exit path,
 Ctrl-C and SIGTERM included.
 """
 
@@ -82,22 +82,23 @@ async def _measure(names: Sequence[str], run: Run) -> list[Figure]:
     return figures
 
 
-async def _main(names: Sequence[str], run: Run) -> list[Figure] | None:
-    """The figures, or None when a signal stopped the run (everything started was cleaned up by then)."""
-    result: list[Figure] | None = None
+async def _main(names: Sequence[str], run: Run) -> list[Figure] | signal.Signals:
+    """The figures, or the signal that stopped the run (everything started was cleaned up by then)."""
+    stopped: list[signal.Signals] = []
     async with anyio.create_task_group() as group:
 
         async def stop_on_signal() -> None:
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
                 async for signum in signals:
-                    _say(f"{signal.Signals(signum).name}: stopping, cleaning up")
+                    stopped.append(signal.Signals(signum))
+                    _say(f"{stopped[0].name}: stopping, cleaning up")
                     group.cancel_scope.cancel()
                     return
 
         group.start_soon(stop_on_signal)
-        result = await _measure(names, run)
+        figures = await _measure(names, run)
         group.cancel_scope.cancel()
-    return result
+    return stopped[0] if stopped else figures
 
 
 # -- output ----------------------------------------------------------------------------------------------
@@ -187,8 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         figures = anyio.run(_main, names, run)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    if figures is None:
-        return 130
+    if isinstance(figures, signal.Signals):
+        return 128 + figures.value
     machine["load_average_end"] = list(os.getloadavg())
     machine["pool_size_known"] = run.pool_size_known
     if args.json:

@@ -12,7 +12,7 @@ import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,16 +92,10 @@ class Run:
     sizes: Sizes
     baselines: Mapping[str, SpawnBaseline]
     pool_size_known: bool
-    notes: list[str] = field(default_factory=list)
 
     def spawn_timers(self, *names: str) -> dict[str, Timer]:
-        timers: dict[str, Timer] = {}
-        for name in names:
-            baseline = self.baselines[name]
-            if baseline.missing is None:
-                argv = baseline.argv
-                timers[name] = lambda argv=argv: timed_spawn(argv)  # type: ignore[misc]
-        return timers
+        """A timer per named spawn baseline that runs here (the others are in `skipped()`)."""
+        return {name: _spawner(self.baselines[name].argv) for name in names if not self.missing(name)}
 
     def skipped(self, *names: str) -> list[str]:
         return [f"{self.baselines[n].label}: skipped, {self.baselines[n].missing}" for n in names if self.missing(n)]
@@ -111,6 +105,13 @@ class Run:
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
+
+
+def _spawner(argv: tuple[str, ...]) -> Timer:
+    async def spawn() -> float:
+        return await timed_spawn(argv)
+
+    return spawn
 
 
 async def call(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -384,13 +385,13 @@ async def cold(run: Run) -> list[Figure]:
                 _ran_true(result.model_dump(mode="json"))
             if index < run.sizes.warmup:
                 continue
-            figures = {
+            intervals = {
                 "create_session": created - start,
                 "first_call": called - created,
                 "cold": called - start,
                 "later_call": again - called,
             }
-            for name, seconds in figures.items():
+            for name, seconds in intervals.items():
                 samples[name].append(seconds * 1000)
             differences.append((called - start - (again - called)) * 1000)
     series = _series(samples)
