@@ -399,7 +399,7 @@ async def cold(run: Run) -> list[Figure]:
     return [
         _compared(
             "cold",
-            "cold session: create_session + first call, pool empty",
+            f"cold session: create_session + first call, {'pool empty' if run.pool_size_known else 'no pool_size key'}",
             series,
             "cold",
             "later_call",
