@@ -293,7 +293,16 @@ class Capabilities(BaseModel):
     sessions: SessionRules
     python: PythonChoice
     server_uid: int | None
-    command_uid: int | None = Field(description="Uid commands run as, when known.")
+    command_uid: int | None = Field(
+        description="Uid commands run as when one uid serves every session (a non-root server: its own); None "
+        "when each session has its own (see session_uids)."
+    )
+    session_uids: tuple[int, int] | None = Field(
+        None,
+        description="A root server gives each session its own host uid and gid (the same number) from this "
+        "range [first, last], so sessions are also kept apart by file ownership; each result's protection.uid "
+        "says which one a call ran as.",
+    )
 
 
 # -- the service -------------------------------------------------------------------------------------
@@ -327,6 +336,7 @@ class SandboxService:
             clock=clock,
             workdir_quota_mb=settings.policy.workdir_quota_mb,
             maker=self.sandboxes,
+            tmp_size_mb=settings.policy.tmp_size_mb,
         )
         self._task_group: anyio.abc.TaskGroup | None = None
         self._audit = _AuditLog(settings.audit_log) if settings.audit_log is not None else None
@@ -634,7 +644,8 @@ class SandboxService:
             sessions=self.session_rules(),
             python=self.python_choice(),
             server_uid=os.geteuid() if hasattr(os, "geteuid") else None,
-            command_uid=protection.uid,
+            command_uid=None if self.sessions.uid_range else protection.uid,
+            session_uids=self.sessions.uid_range,
         )
 
     # -- audit -----------------------------------------------------------------------------------------

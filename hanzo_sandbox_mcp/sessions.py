@@ -62,10 +62,12 @@ from .config import SessionSettings
 from .errors import RequestError, SessionLimitReached, SessionNotFound
 from .filenames import display_path, quoted, unescape_name
 from .linux.paths import reachable_by
+from .linux.uids import UidAllocator, UidLease, check_range
 from .policy import SandboxPolicy
 from .quota import QuotaLimits, QuotaMode, WorkdirFactory, WorkdirQuota
 from .reaper import ClaimedRoot, claim_root
 from .session_sandbox import SandboxHolder, SandboxMaker, SessionSandbox
+from .tmp_budget import TmpBudget, TmpReservation, session_tmpfs_mb
 from .treewalk import remove_tree
 
 __all__ = [
@@ -123,6 +125,8 @@ class Session:
     """The workdir's quota: how it is enforced, and how the workdir is removed."""
     sandbox: SandboxHolder | None = None
     """The session's sandbox, every call's home (None only for a manager made without a `SandboxMaker`)."""
+    home: Home | None = None
+    """What the session holds besides its workdir (its uid lease, its tmpfs reservation)."""
     owner: str = LOCAL.key
     """The key of the client that made it (`clients.ClientId.key`)."""
     reused: bool = False
@@ -148,6 +152,19 @@ class Session:
         return self.kind == "single_call" and not self.reused and not self.busy
 
 
+@dataclass(eq=False)
+class Home:
+    """A made workdir with everything a session or a pre-warmed sandbox holds: released in this order."""
+
+    quota: WorkdirQuota
+    sandbox: SessionSandbox | None = None
+    lease: UidLease | None = None
+    """The session's own uid (a root server); released only once nothing runs as it and its files are gone."""
+    tmpfs: TmpReservation | None = None
+    """Its share of the server's budget for tmpfs /tmp and /dev/shm (when they are not on the workdir's
+    filesystem)."""
+
+
 class SessionManager:
     """Creates, finds, expires and deletes sessions and their workdirs.
 
@@ -165,12 +182,13 @@ class SessionManager:
         workdir_quota_mb: int = SandboxPolicy().workdir_quota_mb,
         create_wait_s: float = CREATE_WAIT_S,
         maker: SandboxMaker | None = None,
+        tmp_size_mb: int = SandboxPolicy().tmp_size_mb,
     ) -> None:
         self.settings = settings
         self.maker = maker
         """Makes each session's sandbox; None: sessions hold workdirs only (each call is then a one-call
         session, as in tests of this class alone)."""
-        self._pool: list[tuple[WorkdirQuota, SessionSandbox]] = []
+        self._pool: list[Home] = []
         """Sandboxes made ahead, each with its fresh workdir, ready for the next new sessions."""
         self._pool_wanted = anyio.Event()
         self.limits = QuotaLimits.of(workdir_quota_mb, settings.workdir_inodes)
@@ -188,9 +206,13 @@ class SessionManager:
         """Set (and dropped) when a session ends or goes idle: creators waiting for room look again."""
         self._root: Path | None = None
         self._workdirs: WorkdirFactory | None = None
-        self._leftovers: list[WorkdirQuota] = []
+        self._leftovers: list[Home] = []
         """Workdirs of ended sessions whose removal failed: retried by the sweep and at shutdown."""
         self._claim: ClaimedRoot | None = None
+        self._uids: UidAllocator | None = None
+        """Per-session uids (a root server with `uid_range_size`); None: every session runs as `owner`."""
+        self._tmpfs = TmpBudget(settings.tmp_budget_mb)
+        self._tmpfs_mb = session_tmpfs_mb(tmp_size_mb)
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -227,6 +249,11 @@ class SessionManager:
             force_polled=self.settings.quota_mode == "polled",
             disk_reserve_bytes=self.settings.disk_reserve_mb * 1024 * 1024,
         )
+        settings = self.settings
+        if os.geteuid() == 0 and settings.uid_range_size and self.maker is not None:
+            # Checked once, at start: a range that an account uses would let commands act as that account.
+            check_range(settings.uid_range_start, settings.uid_range_size)
+            self._uids = UidAllocator(settings.uid_range_start, settings.uid_range_size, settings.uid_lock_dir)
         uid, gid = self._owner
         if uid != os.geteuid() and not reachable_by(root, uid, gid):
             _log.warning(
@@ -243,9 +270,8 @@ class SessionManager:
             for session in list(self._sessions.values()):
                 await self._end(session, "the server shut down")
             pool, self._pool = self._pool, []
-            for quota, sandbox in pool:
-                await sandbox.aclose()
-                await self._remove(quota)
+            for home in pool:
+                await self._release(home)
             if self.maker is not None:
                 await self.maker.aclose()
             await self.retry_removals()
@@ -272,7 +298,8 @@ class SessionManager:
         SessionLimitReached when there is none."""
         await self._make_room(owner)
         session_id = new_session_id()
-        quota, ready = await self._fresh_workdir()
+        home = await self._fresh_home()
+        quota = home.quota
         now = self._clock()
         session = Session(
             id=session_id,
@@ -282,32 +309,67 @@ class SessionManager:
             last_used=now,
             limiter=anyio.CapacityLimiter(self._max_calls),
             quota=quota,
-            sandbox=self.maker.holder(quota, ready) if self.maker is not None else None,
+            sandbox=self.maker.holder(quota, home.sandbox) if self.maker is not None else None,
+            home=home,
             owner=owner,
         )
         self._sessions[session_id] = session
         _log.info("session %s created (%s)", _short(session_id), kind)
         return session
 
-    async def _fresh_workdir(self) -> tuple[WorkdirQuota, SessionSandbox | None]:
+    async def _fresh_home(self) -> Home:
         """A new session's workdir and its ready sandbox: from the pool when it has one (which is then
         refilled in the background), else made now."""
         while self._pool:
-            quota, sandbox = self._pool.pop(0)
+            home = self._pool.pop(0)
             self._pool_wanted.set()
-            if sandbox.alive:
-                return quota, sandbox
-            await sandbox.aclose()
-            await self._remove(quota)
-        quota = await self._factory().create()
-        if self.maker is None:
-            return quota, None
+            if home.sandbox is None or home.sandbox.alive:
+                return home
+            await self._release(home)
+        return await self._make_home("w-")
+
+    async def _make_home(self, prefix: str) -> Home:
+        """A workdir owned by its own uid (a root server) or `owner`, with its sandbox when there is a
+        maker; whatever was taken is given back when a later step fails."""
+        lease = self._uids.acquire() if self._uids is not None else None
         try:
-            return quota, await self.maker.make(quota)
+            owner = (lease.uid, lease.gid) if lease is not None else None
+            home = Home(await self._factory().create(prefix, owner=owner), lease=lease)
+        except BaseException:
+            if lease is not None:
+                lease.release()
+            raise
+        try:
+            if self.maker is not None:
+                if home.quota.tmp_dir is None:
+                    home.tmpfs = self._tmpfs.reserve(self._tmpfs_mb)
+                home.sandbox = await self.maker.make(home.quota)
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await self._remove(quota)
+                await self._release(home)
             raise
+        return home
+
+    async def _release(self, home: Home) -> None:
+        """Processes first, then files, then the uid and the memory they used. Never raises. A workdir
+        that cannot be removed yet keeps its uid (no other session may own its files) and is retried."""
+        if home.sandbox is not None:
+            await home.sandbox.aclose()
+            home.sandbox = None
+        try:
+            removed = await self._factory().release(home.quota)
+        except Exception as exc:
+            _log.warning("removing the workdir %s failed: %s", home.quota.path, exc)
+            removed = False
+        if not removed:
+            _log.warning("the workdir %s is not removed yet; it will be retried", home.quota.path)
+            self._leftovers.append(home)
+            return
+        if home.lease is not None:
+            home.lease.release()
+        if home.tmpfs is not None:
+            home.tmpfs.release()
+            home.tmpfs = None
 
     async def keep_pool(self) -> None:
         """Keep `pool_size` sandboxes made ahead (a background task of the service's); never raises."""
@@ -321,20 +383,22 @@ class SessionManager:
                 await self._pool_wanted.wait()
                 continue
             try:
-                quota = await self._factory().create("p-")
-                try:
-                    sandbox = await self.maker.make(quota)
-                except BaseException:
-                    with anyio.CancelScope(shield=True):
-                        await self._remove(quota)
-                    raise
-            except Exception as exc:  # a full disk, a sandbox that cannot be made: sessions make their own
+                home = await self._make_home("p-")
+            except Exception as exc:  # a full disk, no free uid, a sandbox that cannot be made
                 failures += 1
                 _log.warning("a pre-warmed sandbox could not be made (%s); retrying in a while", exc)
                 await anyio.sleep(min(60.0, 2.0**failures))
                 continue
             failures = 0
-            self._pool.append((quota, sandbox))
+            self._pool.append(home)
+
+    @property
+    def uid_range(self) -> tuple[int, int] | None:
+        """[first, last] of the per-session uids (a root server), or None: one uid serves every session."""
+        if self._uids is None:
+            return None
+        start = self.settings.uid_range_start
+        return start, start + self.settings.uid_range_size - 1
 
     @property
     def pooled(self) -> int:
@@ -455,8 +519,8 @@ class SessionManager:
     async def retry_removals(self) -> None:
         """Try again to delete the workdirs whose removal failed before."""
         pending, self._leftovers = self._leftovers, []
-        for quota in pending:
-            await self._remove(quota)
+        for home in pending:
+            await self._release(home)
 
     def seconds_until_next_expiry(self) -> float | None:
         """How long until the earliest idle session expires (None when none is idle)."""
@@ -484,19 +548,8 @@ class SessionManager:
             if session.sandbox is not None:
                 # Every process of the session dies before its workdir (and the filesystem under it) goes.
                 await session.sandbox.aclose()
-            await self._remove(session.quota)
+            await self._release(session.home or Home(session.quota))
         _log.info("session %s ended: %s", _short(session.id), reason)
-
-    async def _remove(self, quota: WorkdirQuota) -> None:
-        # Never raises: a model-made tree must not end the caller (the sweep, a close, the shutdown).
-        try:
-            done = await self._factory().release(quota)
-        except Exception as exc:
-            _log.warning("removing the workdir %s failed: %s", quota.path, exc)
-            done = False
-        if not done:
-            _log.warning("the workdir %s is not removed yet; it will be retried", quota.path)
-            self._leftovers.append(quota)
 
     def _remember(self, session_id: str, reason: str) -> None:
         self._forgotten[session_id] = reason

@@ -352,7 +352,11 @@ def mutations(seed: int, deny_entry: str | None = None) -> list[Mutation]:
                 Replace(LAUNCHER, "_reap_calls", "for pid in _children():", "for pid in []:"),
                 ReplaceBody(LAUNCHER, "_reap_descendants", "return None"),
             ),
-            (f"{SEC}test_process_tree.py", f"{SEC}test_degradation.py::test_daemon_is_killed_without_pid_namespace"),
+            (
+                f"{SEC}test_process_tree.py",
+                f"{SEC}test_degradation.py::test_daemon_is_killed_without_pid_namespace",
+                f"{SEC}test_session_sandboxes.py::test_a_daemon_started_by_a_call_is_dead_when_the_call_returns",
+            ),
         ),
     ]
 

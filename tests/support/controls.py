@@ -14,7 +14,14 @@ import os
 import subprocess
 from collections.abc import Sequence
 
-__all__ = ["AS_NAMESPACE_ROOT", "CONTROL_PYTHON", "command_uid", "python_as_command_uid", "run_as_command_uid"]
+__all__ = [
+    "AS_NAMESPACE_ROOT",
+    "CONTROL_PYTHON",
+    "command_uid",
+    "python_as_command_uid",
+    "run_as",
+    "run_as_command_uid",
+]
 
 _NOBODY = 65534
 _IS_ROOT = os.geteuid() == 0
@@ -30,7 +37,15 @@ def command_uid() -> int:
 
 def run_as_command_uid(argv: Sequence[str], *, cwd: str = "/", timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """`argv` unsandboxed, as `command_uid()` with no supplementary groups, in `cwd` (which that uid must reach)."""
-    ids = {"user": _NOBODY, "group": _NOBODY, "extra_groups": []} if _IS_ROOT else {}
+    return run_as(argv, _NOBODY if _IS_ROOT else None, cwd=cwd, timeout=timeout)
+
+
+def run_as(
+    argv: Sequence[str], uid: int | None, *, cwd: str = "/", timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`argv` unsandboxed as `uid` (its gid the same number, no supplementary groups; needs root), or as
+    the tests' own uid when `uid` is None or already ours."""
+    ids = {"user": uid, "group": uid, "extra_groups": []} if uid is not None and uid != os.geteuid() else {}
     return subprocess.run(
         list(argv),
         capture_output=True,

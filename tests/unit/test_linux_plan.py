@@ -96,7 +96,7 @@ def test_plan_for_each_network_mode(linux: LinuxSandbox, tmp_path: Path, network
         uid=uid,
         gid=gid,
         loopback=network is NetworkMode.LOOPBACK,
-        tmp_size_mb=256,
+        tmp_size_mb=64,
         rlimits={"as": 2048 * MiB, "cpu": 300, "nproc": 64, "nofile": 1024, "fsize": 256 * MiB, "core": 0},
         no_new_privs=True,
         landlock=LandlockSpec(
@@ -379,3 +379,10 @@ def test_command_ids_is_what_harden_uses(linux: LinuxSandbox, tmp_path: Path) ->
     plan = linux.harden(["true"], policy, env=ENV)
     assert (plan.uid, plan.gid) == linux_sandbox.command_ids(policy, tmp_path)
     assert plan.uid != 0
+
+
+def test_a_session_scratch_on_its_filesystem_becomes_the_plans_tmp_and_shm(linux: LinuxSandbox, tmp_path: Path) -> None:
+    tmp, shm = tmp_path / "tmp", tmp_path / "shm"
+    policy = SandboxPolicy().with_workdir(tmp_path / "work", (tmp, shm))
+    assert linux.harden(["true"], policy, env=ENV).scratch == (str(tmp), str(shm))
+    assert linux.harden(["true"], SandboxPolicy().with_workdir(tmp_path), env=ENV).scratch is None
