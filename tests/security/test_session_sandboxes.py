@@ -17,12 +17,11 @@ from typing import Any
 
 import anyio
 import pytest
-
 from _security_support import SANDBOX_PYTHON
 from support.controls import run_as
 from support.processes import marker_pids, unique_sleep, wait_marker_gone
 
-pytestmark = [pytest.mark.anyio, pytest.mark.skipif(not os.uname().sysname == "Linux", reason="Linux sandbox")]
+pytestmark = [pytest.mark.anyio, pytest.mark.skipif(os.uname().sysname != "Linux", reason="Linux sandbox")]
 
 IS_ROOT = os.geteuid() == 0
 
