@@ -21,6 +21,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -37,7 +38,7 @@ from .sandbox.base import Sandbox, require_workdir
 from .session_sandbox import SandboxGone, SandboxHolder, SessionSandbox
 from .workdir import resolve_inside
 
-__all__ = ["OutputCallback", "run_sandboxed"]
+__all__ = ["Call", "Outcome", "OutputCallback", "open_call", "run_sandboxed"]
 
 OutputCallback = Callable[[str, bytes], Awaitable[None]]
 
@@ -229,12 +230,11 @@ async def run_sandboxed(
     if holder is None:
         holder = SandboxHolder(lambda plan: SessionSandbox.start(sandbox, policy, plan, template=None))
     try:
-        plan = _cap_file_size(_prepare(sandbox, policy, argv, cwd, env), quota)
-        return await _run(sandbox, policy, plan, holder, stdin, timeout_s, output, on_output, quota)
-    except OSError as exc:
-        if exc.errno in (errno.EMFILE, errno.ENFILE):
-            raise _out_of_descriptors(exc) from None
-        raise
+        stdout = CappedBuffer(output.max_stdout_bytes)
+        stderr = CappedBuffer(output.max_stderr_bytes)
+        async with open_call(sandbox, policy, argv, cwd=cwd, env=env, quota=quota, holder=holder) as call:
+            await _supervise(call, stdin, timeout_s, stdout, stderr, on_output)
+        return call.result(stdout, stderr)
     finally:
         with anyio.CancelScope(shield=True):
             if one_call:
@@ -243,31 +243,102 @@ async def run_sandboxed(
                 await quota.close()
 
 
-async def _run(
+@dataclasses.dataclass
+class Call:
+    """A call handed to its session's sandbox: its pipes (ours), its state, and what it answers to.
+
+    Shared by the calls `run_sandboxed` waits for and the background processes (processes.py) that
+    outlive the tool call that started them: both read the status pipe, stop the call the same way and
+    phrase its outcome the same way; only how long they wait and where the output goes differ.
+    """
+
+    sandbox: Sandbox
+    policy: SandboxPolicy
+    pipes: _Pipes
+    state: _CallState
+    holder: SandboxHolder
+    quota: WorkdirQuota
+    started: float
+
+    @property
+    def done(self) -> anyio.Event:
+        """Set once the call is over (the end of its status pipe)."""
+        return self.state.done
+
+    async def read_status(self) -> None:
+        """Read the status pipe to its end (run as a task for the call's whole life)."""
+        await _read_status(self.pipes.status, self.state)
+
+    async def stop(self) -> None:
+        """Kill the call's whole tree (see `_stop_call`); returns once it is over."""
+        await _stop_call(self.pipes, self.state, self.holder)
+
+    async def supervise_quota(self) -> None:
+        """Run beside the call: the workdir's quota stops it when it must (see quota.py)."""
+        self.state.quota_excess = await self.quota.supervise(self.stop)
+        self.state.quota_stopped = True
+
+    def outcome(self) -> Outcome:
+        """Exit status, rusage and error of a call that is over; SandboxUnavailable for a strict abort."""
+        if self.state.quota_excess is None:
+            self.state.quota_excess = self.quota.full_after_call()
+        return _outcome(self.state)
+
+    def result(self, stdout: CappedBuffer, stderr: CappedBuffer) -> ExecResult:
+        outcome = self.outcome()
+        err_text = stderr.text()
+        if outcome.exec_failed:
+            err_text = (err_text + "\n" if err_text else "") + outcome.exec_failed
+        return ExecResult(
+            exit_code=outcome.exit_code,
+            signal=outcome.signal,
+            stdout=stdout.text(),
+            stderr=err_text,
+            stdout_truncated_bytes=stdout.dropped,
+            stderr_truncated_bytes=stderr.dropped,
+            timed_out=self.state.timed_out,
+            quota_exceeded=self.state.quota_excess is not None,
+            quota_mode=self.quota.mode,
+            duration_ms=round((time.monotonic() - self.started) * 1000, 3),
+            resource_usage=outcome.usage,
+            protection=self.sandbox.report(self.state.report, self.policy),
+            error=outcome.error,
+            sandbox_restarted=self.state.restarted,
+        )
+
+
+@asynccontextmanager
+async def open_call(
     sandbox: Sandbox,
     policy: SandboxPolicy,
-    plan: LaunchPlan,
-    holder: SandboxHolder,
-    stdin: bytes | None,
-    timeout_s: float,
-    output: OutputSettings,
-    on_output: OutputCallback | None,
+    argv: Sequence[str],
+    *,
+    cwd: Path | str | None,
+    env: Mapping[str, str] | None,
     quota: WorkdirQuota,
-) -> ExecResult:
-    stdout = CappedBuffer(output.max_stdout_bytes)
-    stderr = CappedBuffer(output.max_stderr_bytes)
-    started = time.monotonic()
-    pipes = _Pipes()
+    holder: SandboxHolder,
+) -> AsyncIterator[Call]:
+    """Hand `argv` to the session's sandbox; the call's pipes are closed when the block ends (the caller
+    makes sure the call is over by then). Raises like `run_sandboxed` (EMFILE becomes a `RequestError`)."""
     try:
-        state = await _hand_over(plan, holder, pipes)
-        await _supervise(pipes, stdin, timeout_s, quota, stdout, stderr, state, holder, on_output)
+        plan = _cap_file_size(_prepare(sandbox, policy, argv, cwd, env), quota)
+        pipes = _Pipes()
+    except OSError as exc:
+        raise _request_error(exc) from None
+    try:
+        try:
+            state = await _hand_over(plan, holder, pipes)
+        except OSError as exc:
+            raise _request_error(exc) from None
+        yield Call(sandbox, policy, pipes, state, holder, quota, time.monotonic())
     finally:
         with anyio.CancelScope(shield=True):
             pipes.close_all()
-    if state.quota_excess is None:
-        state.quota_excess = quota.full_after_call()
-    duration_ms = (time.monotonic() - started) * 1000
-    return _result(sandbox, policy, state, stdout, stderr, duration_ms, quota)
+
+
+def _request_error(exc: OSError) -> Exception:
+    """Out of descriptors is the caller's to retry; any other OSError stays what it is."""
+    return _out_of_descriptors(exc) if exc.errno in (errno.EMFILE, errno.ENFILE) else exc
 
 
 async def _hand_over(plan: LaunchPlan, holder: SandboxHolder, pipes: _Pipes) -> _CallState:
@@ -305,53 +376,49 @@ async def _stop_call(pipes: _Pipes, state: _CallState, holder: SandboxHolder) ->
 
 
 async def _supervise(
-    pipes: _Pipes,
+    call: Call,
     stdin: bytes | None,
     timeout_s: float,
-    quota: WorkdirQuota,
     stdout: CappedBuffer,
     stderr: CappedBuffer,
-    state: _CallState,
-    holder: SandboxHolder,
     on_output: OutputCallback | None,
 ) -> None:
+    pipes, state = call.pipes, call.state
     try:
         async with anyio.create_task_group() as io_group:
-            io_group.start_soon(_read_status, pipes.status, state)
+            io_group.start_soon(call.read_status)
             io_group.start_soon(_pump, pipes.stdout, stdout, "stdout", on_output)
             io_group.start_soon(_pump, pipes.stderr, stderr, "stderr", on_output)
             io_group.start_soon(_write_stdin, pipes, stdin)
             async with anyio.create_task_group() as watch_group:
-                watch_group.start_soon(_supervise_quota, quota, state, pipes, holder)
+                watch_group.start_soon(call.supervise_quota)
                 with anyio.move_on_after(timeout_s) as deadline:
                     await state.done.wait()
                 if deadline.cancelled_caught:
                     state.timed_out = True
-                    await _stop_call(pipes, state, holder)
+                    await call.stop()
                 watch_group.cancel_scope.cancel()
             # The call is over, so the pipes close unless something escaped its tree: bound the wait.
             io_group.cancel_scope.deadline = anyio.current_time() + _DRAIN_GRACE_S
     except BaseException:
-        await _stop_call(pipes, state, holder)
+        await call.stop()
         raise
     finally:
         pipes.cancel_call()
 
 
-async def _supervise_quota(quota: WorkdirQuota, state: _CallState, pipes: _Pipes, holder: SandboxHolder) -> None:
-    state.quota_excess = await quota.supervise(lambda: _stop_call(pipes, state, holder))
-    state.quota_stopped = True
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """How a call ended, as every result reports it."""
+
+    exit_code: int | None
+    signal: int | None
+    error: str | None
+    exec_failed: str | None
+    usage: ResourceUsage | None
 
 
-def _result(
-    sandbox: Sandbox,
-    policy: SandboxPolicy,
-    state: _CallState,
-    stdout: CappedBuffer,
-    stderr: CappedBuffer,
-    duration_ms: float,
-    quota: WorkdirQuota,
-) -> ExecResult:
+def _outcome(state: _CallState) -> Outcome:
     report = state.report
     if report.abort and report.abort_strict:
         raise SandboxUnavailable(report.abort + "; the command did not run")
@@ -372,28 +439,9 @@ def _result(
         error = f"{state.quota_excess}: writes failed with 'No space left on device' (the command was not stopped)"
     usage = None
     if report.exit is not None:
-        peak_kb = int(exit_info.get("peak_rss_kb") or 0)
         usage = ResourceUsage(
             cpu_user_s=float(exit_info.get("cpu_user_s") or 0.0),
             cpu_sys_s=float(exit_info.get("cpu_sys_s") or 0.0),
-            peak_rss_kb=peak_kb,
+            peak_rss_kb=int(exit_info.get("peak_rss_kb") or 0),
         )
-    err_text = stderr.text()
-    if report.exec_failed:
-        err_text = (err_text + "\n" if err_text else "") + report.exec_failed
-    return ExecResult(
-        exit_code=exit_code,
-        signal=signum,
-        stdout=stdout.text(),
-        stderr=err_text,
-        stdout_truncated_bytes=stdout.dropped,
-        stderr_truncated_bytes=stderr.dropped,
-        timed_out=state.timed_out,
-        quota_exceeded=state.quota_excess is not None,
-        quota_mode=quota.mode,
-        duration_ms=round(duration_ms, 3),
-        resource_usage=usage,
-        protection=sandbox.report(report, policy),
-        error=error,
-        sandbox_restarted=state.restarted,
-    )
+    return Outcome(exit_code, signum, error, report.exec_failed, usage)
