@@ -26,6 +26,7 @@ __all__ = [
     "HttpSettings",
     "NamedToken",
     "OutputSettings",
+    "ProcessSettings",
     "SessionSettings",
     "Settings",
     "StdioSettings",
@@ -201,6 +202,22 @@ class HttpSettings(_Section):
             return False
 
 
+class ProcessSettings(_Section):
+    """Background processes (`start_process`): how many, how much output kept, how long they may run."""
+
+    max_per_session: int = Field(4, ge=0, le=1024, description="Background processes one session may hold.")
+    max_total: int = Field(32, ge=0, le=100_000, description="Background processes the whole server may hold.")
+    buffer_bytes: int = Field(
+        1024 * 1024, ge=4096, le=64 * _MiB, description="Output kept per stream of each process (a ring buffer)."
+    )
+    max_lifetime_s: float = Field(
+        3600.0, gt=0, le=30 * 86400, description="A process still running this long after its start is stopped."
+    )
+    stop_grace_s: float = Field(
+        5.0, ge=0, le=600, description="How long a stopped process has after its signal before its tree is killed."
+    )
+
+
 class StdioSettings(_Section):
     """The stdio transport (one JSON-RPC message per line)."""
 
@@ -217,6 +234,7 @@ class Settings(_Section):
     output: OutputSettings = OutputSettings()
     exec: ExecSettings = ExecSettings()
     sessions: SessionSettings = SessionSettings()
+    processes: ProcessSettings = ProcessSettings()
     http: HttpSettings = HttpSettings()
     stdio: StdioSettings = StdioSettings()
     audit_log: Path | None = Field(None, description="JSON-lines audit log of calls; None: no audit log.")

@@ -20,9 +20,10 @@ import math
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -38,9 +39,11 @@ from .sandbox.base import Sandbox, require_workdir
 from .session_sandbox import SandboxGone, SandboxHolder, SessionSandbox
 from .workdir import resolve_inside
 
-__all__ = ["Call", "Outcome", "OutputCallback", "open_call", "run_sandboxed"]
+__all__ = ["Call", "Outcome", "OutputCallback", "chunks", "open_call", "run_sandboxed", "write_all"]
 
 OutputCallback = Callable[[str, bytes], Awaitable[None]]
+IoTask = Callable[[], Coroutine[Any, Any, None]]
+"""One of a call's stdio tasks (a pump or a writer), run beside it."""
 
 _READ_CHUNK = 64 * 1024
 #: How long a cancelled call's sandbox may take to kill the call's tree before the sandbox is killed.
@@ -67,22 +70,29 @@ def _validate_argv(argv: Sequence[str]) -> None:
         raise RequestError("the command contains a NUL byte, which no program argument can hold; remove it")
 
 
+async def write_all(fd: int, data: bytes) -> None:
+    """Write all of `data` to the non-blocking pipe `fd`, waiting for room; OSError (EPIPE) when the
+    reader is gone."""
+    view = memoryview(data)
+    while view:
+        await anyio.wait_writable(fd)
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            continue
+
+
 async def _write_stdin(pipes: _Pipes, data: bytes | None) -> None:
-    view = memoryview(data or b"")
     try:
-        while view:
-            await anyio.wait_writable(pipes.stdin)
-            try:
-                view = view[os.write(pipes.stdin, view) :]
-            except BlockingIOError:
-                continue
+        await write_all(pipes.stdin, data or b"")
     except OSError:
         pass  # the command does not read its stdin: not an error
     finally:
         pipes.close(pipes.stdin)  # end of file for the command
 
 
-async def _chunks(fd: int) -> AsyncIterator[bytes]:
+async def chunks(fd: int) -> AsyncIterator[bytes]:
+    """What arrives on the non-blocking pipe `fd`, chunk by chunk, until its end."""
     while True:
         await anyio.wait_readable(fd)
         try:
@@ -97,7 +107,7 @@ async def _chunks(fd: int) -> AsyncIterator[bytes]:
 async def _read_status(fd: int, state: _CallState) -> None:
     pending = b""
     try:
-        async for chunk in _chunks(fd):
+        async for chunk in chunks(fd):
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for line in lines:
@@ -107,7 +117,7 @@ async def _read_status(fd: int, state: _CallState) -> None:
 
 
 async def _pump(fd: int, buffer: CappedBuffer, name: str, on_output: OutputCallback | None) -> None:
-    async for chunk in _chunks(fd):
+    async for chunk in chunks(fd):
         buffer.feed(chunk)
         if on_output is not None:
             await on_output(name, chunk)
@@ -278,6 +288,30 @@ class Call:
         self.state.quota_excess = await self.quota.supervise(self.stop)
         self.state.quota_stopped = True
 
+    async def supervise(self, limit_s: float, on_limit: Callable[[], Awaitable[None]], io: Sequence[IoTask]) -> None:
+        """Run the call to its end: its status, its `io` tasks (the stdio pipes) and its quota, calling
+        `on_limit` (which must end the call) when it runs for `limit_s`. Any exception or cancellation
+        kills the call's tree before it propagates."""
+        try:
+            async with anyio.create_task_group() as io_group:
+                io_group.start_soon(self.read_status)
+                for task in io:
+                    io_group.start_soon(task)
+                async with anyio.create_task_group() as watch_group:
+                    watch_group.start_soon(self.supervise_quota)
+                    with anyio.move_on_after(limit_s) as deadline:
+                        await self.done.wait()
+                    if deadline.cancelled_caught:
+                        await on_limit()
+                    watch_group.cancel_scope.cancel()
+                # The call is over, so the pipes close unless something escaped its tree: bound the wait.
+                io_group.cancel_scope.deadline = anyio.current_time() + _DRAIN_GRACE_S
+        except BaseException:
+            await self.stop()
+            raise
+        finally:
+            self.pipes.cancel_call()
+
     def outcome(self) -> Outcome:
         """Exit status, rusage and error of a call that is over; SandboxUnavailable for a strict abort."""
         if self.state.quota_excess is None:
@@ -383,28 +417,19 @@ async def _supervise(
     stderr: CappedBuffer,
     on_output: OutputCallback | None,
 ) -> None:
-    pipes, state = call.pipes, call.state
-    try:
-        async with anyio.create_task_group() as io_group:
-            io_group.start_soon(call.read_status)
-            io_group.start_soon(_pump, pipes.stdout, stdout, "stdout", on_output)
-            io_group.start_soon(_pump, pipes.stderr, stderr, "stderr", on_output)
-            io_group.start_soon(_write_stdin, pipes, stdin)
-            async with anyio.create_task_group() as watch_group:
-                watch_group.start_soon(call.supervise_quota)
-                with anyio.move_on_after(timeout_s) as deadline:
-                    await state.done.wait()
-                if deadline.cancelled_caught:
-                    state.timed_out = True
-                    await call.stop()
-                watch_group.cancel_scope.cancel()
-            # The call is over, so the pipes close unless something escaped its tree: bound the wait.
-            io_group.cancel_scope.deadline = anyio.current_time() + _DRAIN_GRACE_S
-    except BaseException:
+    async def time_out() -> None:
+        call.state.timed_out = True
         await call.stop()
-        raise
-    finally:
-        pipes.cancel_call()
+
+    await call.supervise(
+        timeout_s,
+        time_out,
+        [
+            lambda: _pump(call.pipes.stdout, stdout, "stdout", on_output),
+            lambda: _pump(call.pipes.stderr, stderr, "stderr", on_output),
+            lambda: _write_stdin(call.pipes, stdin),
+        ],
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -49,7 +49,7 @@ import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -563,6 +563,26 @@ class SessionManager:
         """Run one call in `session`: waits for a per-session slot, keeps the session from expiring while
         the call runs, and gives a scope that `close()` cancels. Raises SessionNotFound if the session
         ended meanwhile."""
+        async with self._activity(session, session.limiter) as scope:
+            yield scope
+
+    @asynccontextmanager
+    async def hold(self, session: Session) -> AsyncIterator[anyio.CancelScope]:
+        """Keep `session` in use while a background process runs in it (processes.py), without taking one
+        of its call slots: it neither expires nor is evicted meanwhile, and `close()` cancels the scope."""
+        async with self._activity(session, None) as scope:
+            yield scope
+
+    def touch(self, session: Session) -> None:
+        """A tool call named the session (through a process id): that is use, as a call's end is."""
+        if not session.closed:
+            session.last_used = self._clock()
+            self._sessions.move_to_end(session.id)
+
+    @asynccontextmanager
+    async def _activity(
+        self, session: Session, limiter: anyio.CapacityLimiter | None
+    ) -> AsyncIterator[anyio.CancelScope]:
         if session.closed:
             raise SessionNotFound(f"session {session.id} has ended; omit session_id or call create_session")
         session.active += 1
@@ -571,7 +591,7 @@ class SessionManager:
             with anyio.CancelScope() as scope:
                 session._scopes.add(scope)
                 try:
-                    async with session.limiter:
+                    async with limiter if limiter is not None else nullcontext():
                         if session.closed:
                             raise _closed_during(session, admitted=False)
                         admitted = True
