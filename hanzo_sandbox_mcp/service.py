@@ -54,6 +54,9 @@ from .errors import RequestError
 from .filenames import display_path, escape_name, quoted
 from .linux.paths import reachable_by
 from .policy import NetworkMode, SandboxMode
+from .process_results import ProcessInfo, ProcessList, ProcessOutput, ProcessStarted, ProcessWrite
+from .processes import BackgroundProcess as Process
+from .processes import ProcessRegistry, parse_signal
 from .protection import EffectiveProtection, LayerStatus
 from .results import ExecResult
 from .sandbox import Sandbox, ensure_required, for_mode
@@ -93,6 +96,10 @@ MAX_LIST_ENTRIES = 1000
 #: Upper bound of one tool result on the wire: the structured content plus its JSON text copy.
 RESULT_BUDGET_BYTES = 1024 * 1024 - 64 * 1024
 _AUDIT_COMMAND_CHARS = 4096
+#: Output of one stream that read_process returns at most (less when escaping makes it larger).
+_PROCESS_READ_BYTES = 256 * 1024
+#: Longest wait_s of read_process: a tool call should answer within a client's usual request timeout.
+_MAX_WAIT_S = 60.0
 _SHELL = "/bin/sh"
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _FALLBACK_PYTHONS = ("/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3")
@@ -115,11 +122,14 @@ class RunResult(ExecResult):
     session_id: str = Field(
         description="The session the command ran in: pass it back to reuse this workdir and its files."
     )
+    processes: tuple[ProcessInfo, ...] = Field(
+        (), description="The session's background processes still running (start_process) when the call ended."
+    )
 
     @classmethod
-    def of(cls, result: ExecResult, session_id: str) -> RunResult:
+    def of(cls, result: ExecResult, session_id: str, processes: tuple[ProcessInfo, ...] = ()) -> RunResult:
         """Attach a session handle to the runner's result (fields shared, not copied one by one)."""
-        return cls(**dict(result), session_id=session_id)
+        return cls(**dict(result), session_id=session_id, processes=processes)
 
     def failure(self) -> str | None:
         """Why this result is an error the model should act on, or None when the command just ran.
@@ -275,6 +285,11 @@ class Limits(BaseModel):
     max_code_bytes: int = MAX_CODE_BYTES
     max_stdin_bytes: int = MAX_STDIN_BYTES
     max_read_bytes: int = MAX_READ_BYTES
+    max_processes_per_session: int = Field(description="Background processes one session may hold (start_process).")
+    max_processes: int = Field(description="Background processes the whole server may hold.")
+    process_buffer_bytes: int = Field(description="Output kept per stream of a background process (older is dropped).")
+    process_max_lifetime_s: float = Field(description="A background process still running this long is stopped.")
+    process_stop_grace_s: float = Field(description="Seconds between stop_process's signal and the kill of the tree.")
 
 
 class Capabilities(BaseModel):
@@ -338,6 +353,7 @@ class SandboxService:
             maker=self.sandboxes,
             tmp_size_mb=settings.policy.tmp_size_mb,
         )
+        self.processes = ProcessRegistry(settings.processes, self.sessions, self.sandbox, self.sandboxes)
         self._task_group: anyio.abc.TaskGroup | None = None
         self._audit = _AuditLog(settings.audit_log) if settings.audit_log is not None else None
         self._python: PythonChoice | None = None
@@ -553,9 +569,89 @@ class SandboxService:
         except Exception as exc:
             self._audit_call(tool, session, audit_text, None, error=str(exc))
             raise
-        result = fit_result(RunResult.of(raw, session.id))
+        result = fit_result(RunResult.of(raw, session.id, self.processes.running(session)))
         self._audit_call(tool, session, audit_text, result)
         return result
+
+    # -- background processes --------------------------------------------------------------------------
+
+    async def start_process(
+        self,
+        command: str,
+        *,
+        session_id: str | None = None,
+        cwd: str | None = None,
+        stdin: str | None = None,
+        client: ClientId = LOCAL,
+    ) -> ProcessStarted:
+        """Start `command` with `/bin/sh -c` in the session's sandbox, outliving this call (processes.py)."""
+        _check_text("command", command, MAX_COMMAND_BYTES, allow_empty=False)
+        stdin_bytes = _stdin_bytes(stdin)
+        if self._task_group is None:
+            raise RuntimeError("SandboxService is not open (use `async with`)")
+        group = self._task_group
+        async with self._admitted(session_id, client) as session:
+            cwd_path = _workdir_subdir(session.workdir, cwd)
+            policy = self.sandboxes.policy_for(session.quota)
+            if self.settings.mode is SandboxMode.ON:
+                await anyio.to_thread.run_sync(ensure_required, self.settings.mode, self.sandbox, policy)
+            try:
+                started = await self.processes.start(group, session, command, cwd_path, stdin_bytes)
+            except Exception as exc:
+                self._audit_call("start_process", session, command, None, error=str(exc))
+                raise
+            self._audit_call("start_process", session, command, None, error=None)
+            return started
+
+    async def read_process(
+        self, process_id: str, *, session_id: str | None = None, wait_s: float | None = None
+    ) -> ProcessOutput:
+        """The process's state and the output it wrote since the last read; with `wait_s`, wait up to that
+        long for new output or for its exit first."""
+        process = self.processes.get(process_id, session_id)
+        if wait_s is not None:
+            await self.processes.wait_output(process, self._wait(wait_s))
+        return self._drain(process)
+
+    async def write_process(
+        self, process_id: str, text: str, *, session_id: str | None = None, close_stdin: bool = False
+    ) -> ProcessWrite:
+        """Write `text` to the process's standard input (then close it, with `close_stdin`)."""
+        process = self.processes.get(process_id, session_id)
+        data = _stdin_bytes(text)
+        return await self.processes.write(process, data or b"", close_stdin=bool(close_stdin))
+
+    async def stop_process(
+        self, process_id: str, *, session_id: str | None = None, signal: str | int | None = None
+    ) -> ProcessOutput:
+        """Send `signal` (SIGTERM), wait the grace period, kill the tree; the final state and unread output."""
+        process = self.processes.get(process_id, session_id)
+        signum = parse_signal("TERM" if signal is None else signal)
+        await self.processes.stop(process, signum)
+        return self._drain(process)
+
+    async def list_processes(self, session_id: str | None = None, *, client: ClientId = LOCAL) -> ProcessList:
+        """The background processes of the session named (or the caller's default session)."""
+        session = await self._lookup(session_id, client)
+        self.sessions.touch(session)
+        return ProcessList(session_id=session.id, processes=tuple(p.info() for p in self.processes.of_session(session)))
+
+    def _drain(self, process: Process) -> ProcessOutput:
+        """The output not read yet, as much as fits one result (the rest waits for the next read)."""
+        limit = _PROCESS_READ_BYTES
+        output = process.output(limit)
+        while wire_size(output) > RESULT_BUDGET_BYTES and limit > 1024:
+            limit //= 2
+            output = process.output(limit)
+        self.processes.consumed(process, output)
+        return output
+
+    def _wait(self, wait_s: float) -> float:
+        if isinstance(wait_s, bool) or not isinstance(wait_s, int | float) or not (0 <= wait_s < float("inf")):
+            raise RequestError(f"wait_s must be a number of seconds from 0 to {_MAX_WAIT_S:g}")
+        if wait_s > _MAX_WAIT_S:
+            raise RequestError(f"wait_s={wait_s:g} is more than {_MAX_WAIT_S:g} s; pass at most that and poll again")
+        return float(wait_s)
 
     def _timeout(self, timeout_s: float | None) -> float:
         limits = self.settings.exec
@@ -640,6 +736,11 @@ class SandboxService:
                 max_concurrent_calls_per_client=self.admission.per_client,
                 max_stdout_bytes=settings.output.max_stdout_bytes,
                 max_stderr_bytes=settings.output.max_stderr_bytes,
+                max_processes_per_session=settings.processes.max_per_session,
+                max_processes=settings.processes.max_total,
+                process_buffer_bytes=settings.processes.buffer_bytes,
+                process_max_lifetime_s=settings.processes.max_lifetime_s,
+                process_stop_grace_s=settings.processes.stop_grace_s,
             ),
             sessions=self.session_rules(),
             python=self.python_choice(),
