@@ -83,7 +83,7 @@ async def test_background_server_is_reachable_from_its_session_and_from_no_other
         )
         assert started.process.state == "running" and started.process.pid is not None
         assert started.protection.network_isolated
-        mine = await service.run_command(f"{SANDBOX_PYTHON} -c \"{_FETCH % port}\"", session_id=one)
+        mine = await service.run_command(f'{SANDBOX_PYTHON} -c "{_FETCH % port}"', session_id=one)
         assert mine.exit_code == 0 and mine.stdout.strip() == "200", mine  # control: the session reaches it
         assert [p.process_id for p in mine.processes] == [started.process.process_id]
         other = await service.run_command(
@@ -164,10 +164,10 @@ async def test_caps_are_reached_with_errors_naming_them(sessions_root: Path) -> 
         two = (await service.create_session()).session_id
         for _ in range(2):
             await service.start_process("sleep 300", session_id=one)
-        with pytest.raises(SessionLimitReached, match="processes.max_per_session"):
+        with pytest.raises(SessionLimitReached, match=r"processes\.max_per_session"):
             await service.start_process("sleep 300", session_id=one)
         await service.start_process("sleep 300", session_id=two)
-        with pytest.raises(SessionLimitReached, match="processes.max_total"):
+        with pytest.raises(SessionLimitReached, match=r"processes\.max_total"):
             await service.start_process("sleep 300", session_id=two)
 
 
