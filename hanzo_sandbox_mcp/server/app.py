@@ -1,6 +1,8 @@
 """The MCP tools: a thin layer that maps `SandboxService` onto `MCPServer`.
 
-Tools: `run_command`, `run_python`, `create_session`, `close_session`, `list_files`, `capabilities`, and
+Tools: `run_command`, `run_python`, `create_session`, `close_session`, `list_files`, `capabilities`, the
+background-process tools (process_tools.py: `start_process`, `read_process`, `write_process`,
+`stop_process`, `list_processes`), and
 the resource template `sandbox://sessions/{session_id}/files/{+path}` for reading files back.
 
 What is an error, decided once for every tool:
@@ -54,6 +56,7 @@ from ..service import (
     SessionInfo,
 )
 from ..version import package_version
+from .process_tools import register_process_tools
 
 __all__ = ["FILES_URI_TEMPLATE", "PROGRESS_INTERVAL_S", "SERVER_NAME", "build_server", "file_uri"]
 
@@ -258,6 +261,15 @@ def build_server(service: SandboxService) -> MCPServer:
         async with _tool_errors():
             listing = await service.list_files(session_id, path, client=client_of(ctx))
         return _listing_result(listing)
+
+    register_process_tools(
+        server,
+        service,
+        client_of,
+        _tool_errors,
+        "The session to run it in (from an earlier result); omit it to use the implicit session.",
+        open_world=open_world,
+    )
 
     @server.tool(
         title="Sandbox capabilities",

@@ -33,7 +33,7 @@ async def test_tools_list_has_schemas_and_annotations(connect: Connect) -> None:
     async with connect() as conn:
         with anyio.fail_after(30):
             tools = {tool.name: tool for tool in (await conn.client.list_tools()).tools}
-    assert set(tools) == TOOLS
+    assert set(tools) == TOOLS | {"start_process", "read_process", "write_process", "stop_process", "list_processes"}
     run = tools["run_command"]
     assert run.input_schema["required"] == ["command"]
     assert set(run.input_schema["properties"]) == {"command", "session_id", "cwd", "timeout_s", "stdin"}
