@@ -26,9 +26,7 @@ _log = logging.getLogger("hanzo_sandbox_mcp")
 _warned = threading.Event()
 
 NULL_WARNING = "sandbox disabled - model-generated code has full filesystem, network, and subprocess access"
-UNSUPPORTED_WARNING = (
-    "no sandbox implementation for this platform - model-generated code has full host access"
-)
+UNSUPPORTED_WARNING = "no sandbox implementation for this platform - model-generated code has full host access"
 
 
 def _warn_once(message: str) -> None:

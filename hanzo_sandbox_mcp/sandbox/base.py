@@ -53,9 +53,7 @@ class Sandbox(Protocol):
     def name(self) -> str:
         """Human-readable name for logs and reports."""
 
-    def harden(
-        self, argv: Sequence[str], policy: SandboxPolicy, *, env: Mapping[str, str] | None = None
-    ) -> LaunchPlan:
+    def harden(self, argv: Sequence[str], policy: SandboxPolicy, *, env: Mapping[str, str] | None = None) -> LaunchPlan:
         """Turn a command into the launch plan that confines it. `policy.session_workdir` must be set."""
 
     def attach(self, pid: int, policy: SandboxPolicy) -> Attachment:

@@ -24,9 +24,7 @@ class NullSandbox:
     def name(self) -> str:
         return "null"
 
-    def harden(
-        self, argv: Sequence[str], policy: SandboxPolicy, *, env: Mapping[str, str] | None = None
-    ) -> LaunchPlan:
+    def harden(self, argv: Sequence[str], policy: SandboxPolicy, *, env: Mapping[str, str] | None = None) -> LaunchPlan:
         workdir = require_workdir(policy)
         return LaunchPlan(
             argv=tuple(argv),

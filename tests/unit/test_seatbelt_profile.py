@@ -263,11 +263,7 @@ def _covers(flt: Form, path: str, params: dict[str, str]) -> bool:
 
 
 def _op_covers(granted: str, wanted: str) -> bool:
-    return (
-        granted == wanted
-        or granted == "default"
-        or (granted.endswith("*") and wanted.startswith(granted[:-1]))
-    )
+    return granted == wanted or granted == "default" or (granted.endswith("*") and wanted.startswith(granted[:-1]))
 
 
 def allowed(profile: SeatbeltProfile, operation: str, path: str) -> bool:
@@ -284,9 +280,7 @@ def readable(profile: SeatbeltProfile, path: str) -> bool:
 
 
 def writable(profile: SeatbeltProfile, path: str) -> bool:
-    return any(
-        allowed(profile, op, path) for op in ("file-write-data", "file-write-create", "file-write-unlink")
-    )
+    return any(allowed(profile, op, path) for op in ("file-write-data", "file-write-create", "file-write-unlink"))
 
 
 # --- fixtures and constants ---------------------------------------------------------------------------
@@ -635,10 +629,7 @@ def test_network_none_allows_nothing() -> None:
 
 def test_network_loopback_allows_localhost_only() -> None:
     profile = profile_for(NetworkMode.LOOPBACK, extra_write=["/Volumes/scratch"])
-    net = {
-        f"{r.action} {' '.join(r.operations)} " + " ".join(map(unparse, r.filters))
-        for r in _network_rules(profile)
-    }
+    net = {f"{r.action} {' '.join(r.operations)} " + " ".join(map(unparse, r.filters)) for r in _network_rules(profile)}
     assert net == {
         'allow network-bind (local ip "localhost:*")',
         'allow network-inbound (local ip "localhost:*")',
@@ -664,9 +655,7 @@ def test_network_full_allows_everything_and_dns() -> None:
 def test_dns_and_network_config_only_for_full() -> None:
     for mode in (NetworkMode.NONE, NetworkMode.LOOPBACK):
         profile = profile_for(mode)
-        assert not (
-            _mach_names(profile) & {"com.apple.dnssd.service", "com.apple.SystemConfiguration.configd"}
-        )
+        assert not (_mach_names(profile) & {"com.apple.dnssd.service", "com.apple.SystemConfiguration.configd"})
         assert not readable(profile, "/private/var/run/resolv.conf")
     assert readable(profile_for(NetworkMode.FULL), "/private/var/run/resolv.conf")
 
@@ -723,9 +712,7 @@ def test_resolve_macos_path(given_path: str, real: str) -> None:
 
 
 def test_symlinked_system_dirs_are_granted_by_real_path() -> None:
-    profile = profile_for(
-        workdir="/tmp/session", extra_write=["/var/folders/ab/T/x"], extra_read=["/etc/ssh"]
-    )
+    profile = profile_for(workdir="/tmp/session", extra_write=["/var/folders/ab/T/x"], extra_read=["/etc/ssh"])
     assert profile.params == {
         WORKDIR_PARAM: "/private/tmp/session",
         "EXTRA_WRITE_0": "/private/var/folders/ab/T/x",
