@@ -146,6 +146,13 @@ async def serve_http(
         return
     if not isinstance(request, h11.Request):
         return
+    # h11 caps only a head that is still incomplete; one read can bring a whole, larger one.
+    if (
+        len(request.target) + sum(len(name) + len(value) + 4 for name, value in request.headers)
+        > limits.max_header_bytes
+    ):
+        await _reply_error(conn, client, 431, f"the request head is larger than {limits.max_header_bytes} bytes")
+        return
     try:
         if request.method == b"CONNECT":
             await _tunnel(conn, request, reader, client, egress, limits)
@@ -186,9 +193,11 @@ async def _forward(
 ) -> None:
     authority, path = _split_absolute(request.target.decode("ascii"))
     host, port = _authority(authority, 80)
-    hosts = [value.decode("latin-1") for name, value in request.headers if name == b"host"]
-    if len(hosts) > 1:
-        raise _BadRequest(400, "the request has more than one Host header")
+    names = {name for name, _ in request.headers}
+    if b"content-length" in names and b"transfer-encoding" in names:
+        # Two framings: the origin might read the body's end elsewhere than h11 did (request smuggling).
+        raise _BadRequest(400, "the request has both Content-Length and Transfer-Encoding; send one")
+    hosts = [value.decode("latin-1") for name, value in request.headers if name == b"host"]  # h11: at most one
     if hosts and not _same_host(hosts[0], host, port):
         # A Host that disagrees with the target is how a request for an allowed name reaches another site
         # behind the same address (virtual hosting, CDNs): refused, never rewritten.
@@ -252,6 +261,8 @@ async def _response(
                 await _send(conn, client, event)
         elif isinstance(event, h11.Response):
             headers = [*_forwarded_headers(event.headers), (b"connection", b"close")]
+            if any(name == b"transfer-encoding" for name, _ in headers):  # it overrides a length (RFC 9112 6.3)
+                headers = [(name, value) for name, value in headers if name != b"content-length"]
             await _send(conn, client, h11.Response(status_code=event.status_code, headers=headers, reason=event.reason))
         elif isinstance(event, h11.Data):
             await _send(conn, client, h11.Data(data=event.data))

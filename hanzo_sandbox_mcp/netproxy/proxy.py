@@ -12,7 +12,7 @@ import logging
 import socket
 
 import anyio
-from anyio.abc import SocketAttribute, SocketListener, SocketStream
+from anyio.abc import SocketListener, SocketStream
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from ..policy import SandboxPolicy
@@ -84,11 +84,13 @@ def _peer_gone(exc: BaseException) -> bool:
 
 
 async def _turn_away(stream: SocketStream) -> None:
-    """Answer 503 without waiting (the socket buffer of a fresh connection takes it) and close."""
-    try:
-        stream.extra(SocketAttribute.raw_socket).send(_BUSY, socket.MSG_DONTWAIT)
-    except OSError:
-        pass
+    """Answer 503 and close. A fresh connection's send buffer is empty, so the write returns at once; the
+    deadline only keeps a broken peer from holding up the accept loop."""
+    with anyio.move_on_after(1):
+        try:
+            await stream.send(_BUSY)
+        except (*STREAM_GONE, OSError):
+            pass
     await stream.aclose()
 
 

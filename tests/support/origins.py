@@ -8,6 +8,7 @@ in a blocking portal's event loop, the way the server runs it on a session's soc
 from __future__ import annotations
 
 import functools
+import hashlib
 import socket
 import ssl
 import subprocess
@@ -30,8 +31,18 @@ __all__ = ["RunningProxy", "StaticOrigin", "make_certificate", "running_proxy"]
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
+    """Files for GET and HEAD; a POST is answered with the size and SHA-256 of the body it carried."""
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        answer = f"{len(body)} {hashlib.sha256(body).hexdigest()}".encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
 
 
 class StaticOrigin:
