@@ -20,4 +20,4 @@ class ProxyLimits(BaseModel):
     resolve_timeout_s: float = Field(5.0, gt=0, le=600, description="Deadline of one DNS lookup.")
     connect_timeout_s: float = Field(10.0, gt=0, le=600, description="Deadline of one TCP connect.")
     idle_timeout_s: float = Field(300.0, gt=0, le=86400, description="A connection with no byte either way ends.")
-    buffer_bytes: int = Field(64 * 1024, ge=4096, le=1 << 24, description="Relay buffer, per direction.")
+    buffer_bytes: int = Field(256 * 1024, ge=4096, le=1 << 24, description="Relay buffer, per direction.")
