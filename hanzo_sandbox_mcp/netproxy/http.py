@@ -5,7 +5,7 @@ framing (a request with both Content-Length and Transfer-Encoding is refused, no
 `max_header_bytes`. A plain request goes to the origin with its hop-by-hop headers removed and `Connection:
 close`; the proxy serves one request per client connection and says so in its response (`Connection:
 close`), which every HTTP client handles by opening a new connection for the next request. Refusals carry
-their reason in the status line too: pip and git print that line, so the model reads why.
+their reason in the status line too: pip's warnings and urllib's errors quote that line, so the model reads why.
 """
 
 from __future__ import annotations
