@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import anyio
 import h11
@@ -32,6 +33,15 @@ _HOP_BY_HOP = frozenset(
     | {b"trailer", b"upgrade"}
 )
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+
+@dataclass(frozen=True, slots=True)
+class _Client:
+    """The client's end of one proxy connection: its h11 state, its buffered receive side, its stream."""
+
+    conn: h11.Connection
+    reader: BufferedByteReceiveStream
+    stream: SocketStream
 
 
 class _BadRequest(Exception):
@@ -154,10 +164,11 @@ async def serve_http(
         await _reply_error(conn, client, 431, f"the request head is larger than {limits.max_header_bytes} bytes")
         return
     try:
+        peer = _Client(conn, reader, client)
         if request.method == b"CONNECT":
-            await _tunnel(conn, request, reader, client, egress, limits)
+            await _tunnel(peer, request, egress, limits)
         else:
-            await _forward(conn, request, reader, client, egress, limits)
+            await _forward(peer, request, egress, limits)
     except _BadRequest as exc:
         egress.refuse("connect" if request.method == b"CONNECT" else "http", "?", 0, exc.reason)
         await _reply_error(conn, client, exc.status, exc.reason)
@@ -165,32 +176,25 @@ async def serve_http(
         await _reply_error(conn, client, _STATUS[exc.failure], exc.reason)
 
 
-async def _tunnel(
-    conn: h11.Connection,
-    request: h11.Request,
-    reader: BufferedByteReceiveStream,
-    client: SocketStream,
-    egress: Egress,
-    limits: ProxyLimits,
-) -> None:
+async def _tunnel(client: _Client, request: h11.Request, egress: Egress, limits: ProxyLimits) -> None:
     host, port = _authority(request.target.decode("ascii"), None)
     upstream = await egress.open("connect", host, port)
     async with upstream:
-        await _send(conn, client, h11.Response(status_code=200, headers=[], reason=b"Connection established"))
-        early, _ = conn.trailing_data  # a client may send its TLS hello before reading the 200
+        established = h11.Response(status_code=200, headers=[], reason=b"Connection established")
+        await _send(client.conn, client.stream, established)
+        early, _ = client.conn.trailing_data  # a client may send its TLS hello before reading the 200
         if early:
             await upstream.send(bytes(early))
-        await relay(reader, client, upstream, buffer_bytes=limits.buffer_bytes, idle_timeout_s=limits.idle_timeout_s)
+        await relay(
+            client.reader,
+            client.stream,
+            upstream,
+            buffer_bytes=limits.buffer_bytes,
+            idle_timeout_s=limits.idle_timeout_s,
+        )
 
 
-async def _forward(
-    conn: h11.Connection,
-    request: h11.Request,
-    reader: BufferedByteReceiveStream,
-    client: SocketStream,
-    egress: Egress,
-    limits: ProxyLimits,
-) -> None:
+async def _forward(client: _Client, request: h11.Request, egress: Egress, limits: ProxyLimits) -> None:
     authority, path = _split_absolute(request.target.decode("ascii"))
     host, port = _authority(authority, 80)
     names = {name for name, _ in request.headers}
@@ -212,22 +216,16 @@ async def _forward(
         await _send(origin, upstream, h11.Request(method=request.method, target=path.encode("ascii"), headers=headers))
         origin_reader = BufferedByteReceiveStream(upstream)
         async with anyio.create_task_group() as group:
-            group.start_soon(_request_body, conn, reader, origin, upstream, limits)
-            await _response(origin, origin_reader, conn, client, limits)
+            group.start_soon(_request_body, client, origin, upstream, limits)
+            await _response(origin, origin_reader, client, limits)
             group.cancel_scope.cancel()
 
 
-async def _request_body(
-    conn: h11.Connection,
-    reader: BufferedByteReceiveStream,
-    origin: h11.Connection,
-    upstream: SocketStream,
-    limits: ProxyLimits,
-) -> None:
+async def _request_body(client: _Client, origin: h11.Connection, upstream: SocketStream, limits: ProxyLimits) -> None:
     """The client's request body, as h11 frames it, to the origin."""
     try:
         while True:
-            event = await _next_event(conn, reader, limits.buffer_bytes, limits.idle_timeout_s)
+            event = await _next_event(client.conn, client.reader, limits.buffer_bytes, limits.idle_timeout_s)
             if isinstance(event, h11.Data):
                 await _send(origin, upstream, h11.Data(data=event.data))
             elif isinstance(event, h11.EndOfMessage):
@@ -240,34 +238,34 @@ async def _request_body(
 
 
 async def _response(
-    origin: h11.Connection,
-    origin_reader: BufferedByteReceiveStream,
-    conn: h11.Connection,
-    client: SocketStream,
-    limits: ProxyLimits,
+    origin: h11.Connection, origin_reader: BufferedByteReceiveStream, client: _Client, limits: ProxyLimits
 ) -> None:
     """The origin's response, hop-by-hop headers removed, to the client."""
     while True:
         try:
             event = await _next_event(origin, origin_reader, limits.buffer_bytes, limits.idle_timeout_s)
         except TimeoutError:
-            await _reply_error(conn, client, 504, "the origin did not answer in time")
+            await _reply_error(client.conn, client.stream, 504, "the origin did not answer in time")
             return
         except h11.RemoteProtocolError as exc:
-            await _reply_error(conn, client, 502, f"the origin's response is malformed: {exc}")
+            await _reply_error(client.conn, client.stream, 502, f"the origin's response is malformed: {exc}")
             return
         if isinstance(event, h11.InformationalResponse):
             if event.status_code != 101:  # no protocol switch: Upgrade was not forwarded
-                await _send(conn, client, event)
+                await _send(client.conn, client.stream, event)
         elif isinstance(event, h11.Response):
             headers = [*_forwarded_headers(event.headers), (b"connection", b"close")]
             if any(name == b"transfer-encoding" for name, _ in headers):  # it overrides a length (RFC 9112 6.3)
                 headers = [(name, value) for name, value in headers if name != b"content-length"]
-            await _send(conn, client, h11.Response(status_code=event.status_code, headers=headers, reason=event.reason))
+            await _send(
+                client.conn,
+                client.stream,
+                h11.Response(status_code=event.status_code, headers=headers, reason=event.reason),
+            )
         elif isinstance(event, h11.Data):
-            await _send(conn, client, h11.Data(data=event.data))
+            await _send(client.conn, client.stream, h11.Data(data=event.data))
         elif isinstance(event, h11.EndOfMessage):
-            await _send(conn, client, h11.EndOfMessage())
+            await _send(client.conn, client.stream, h11.EndOfMessage())
             return
         else:
             return

@@ -141,6 +141,11 @@ def _assert_page(proc: subprocess.CompletedProcess[str]) -> None:
     assert proc.stdout.rstrip().endswith(f"{PAGE}\n200"), proc.stdout
 
 
+def _assert_refused(proc: subprocess.CompletedProcess[str]) -> None:
+    """curl got the proxy's 403 and nothing of the page."""
+    assert proc.stdout.endswith("403") and PAGE not in proc.stdout, proc.stdout
+
+
 def _denied(proxy: RunningProxy, host: str, port: int, words: str) -> None:
     denied = proxy.take_denied()
     assert any(h == host and p == port and words in why for h, p, why in denied), denied
@@ -221,7 +226,7 @@ def test_allowlist_refuses_a_name_not_on_the_list(proxy: RunningProxy, origins: 
     env = _env(proxy, tmp_path)
     _assert_page(_curl(env, f"http://origin.test:{origins.http.port}/"))  # control: same address, allowed name
     proc = _curl(env, f"http://unlisted.test:{origins.http.port}/")
-    assert proc.stdout.endswith("403") and PAGE not in proc.stdout
+    _assert_refused(proc)
     _denied(proxy, "unlisted.test", origins.http.port, "not in allowed_domains")
 
 
@@ -230,7 +235,7 @@ def test_allowlist_refuses_a_look_alike_of_a_wildcard(proxy: RunningProxy, origi
     _assert_page(_curl(env, "--cacert", str(origins.cert), f"https://tls.origin.test:{origins.tls.port}/"))
     _assert_page(_curl(env, f"http://a.example.com:{origins.http.port}/"))  # control: a real subdomain
     proc = _curl(env, f"http://evilexample.com:{origins.http.port}/")
-    assert proc.stdout.endswith("403") and PAGE not in proc.stdout
+    _assert_refused(proc)
     proc = _curl(env, "-k", f"https://evilexample.com:{origins.tls.port}/")
     assert proc.returncode != 0 and "403" in proc.stderr
     _denied(proxy, "evilexample.com", origins.tls.port, "not in allowed_domains")
@@ -240,7 +245,7 @@ def test_allowlist_refuses_a_port_not_on_the_list(proxy: RunningProxy, origins: 
     direct = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
     _assert_page(_curl(direct, f"http://127.0.0.1:{origins.other_port.port}/"))  # control: the origin answers
     proc = _curl(_env(proxy, tmp_path), f"http://origin.test:{origins.other_port.port}/")
-    assert proc.stdout.endswith("403") and PAGE not in proc.stdout
+    _assert_refused(proc)
     _denied(proxy, "origin.test", origins.other_port.port, "not in allowed_ports")
 
 
@@ -250,7 +255,7 @@ def test_allowlist_refuses_ip_literals(proxy: RunningProxy, origins: Origins, tm
     env = _env(proxy, tmp_path)
     for spelling in ("127.0.0.1", "127.1", "2130706433", "[::ffff:127.0.0.1]"):
         proc = _curl(env, "--noproxy", "", f"http://{spelling}:{origins.http.port}/")
-        assert proc.stdout.endswith("403") and PAGE not in proc.stdout, spelling
+        _assert_refused(proc)
     denied = proxy.take_denied()
     refused = {host for host, _, why in denied if "is an IP address" in why}
     assert refused == {"127.0.0.1", str(ip_address("::ffff:127.0.0.1"))}
@@ -274,7 +279,7 @@ def test_allowlist_refuses_an_allowed_name_resolving_to_a_metadata_address(
 def test_allowlist_refuses_loopback_unless_its_range_is_listed(origins: Origins, tmp_path: Path) -> None:
     with running_proxy(_policy(origins, allowed_private_cidrs=[])) as strict_proxy:
         proc = _curl(_env(strict_proxy, tmp_path), f"http://origin.test:{origins.http.port}/")
-        assert proc.stdout.endswith("403") and PAGE not in proc.stdout
+        _assert_refused(proc)
         _denied(strict_proxy, "origin.test", origins.http.port, "127.0.0.1 is a loopback address")
 
 
@@ -284,7 +289,7 @@ def test_allowlist_refuses_a_host_header_that_differs_from_the_target(
     env = _env(proxy, tmp_path)
     _assert_page(_curl(env, "-H", f"Host: origin.test:{origins.http.port}", f"http://origin.test:{origins.http.port}/"))
     proc = _curl(env, "-H", "Host: unlisted.test", f"http://origin.test:{origins.http.port}/")
-    assert proc.stdout.endswith("403") and PAGE not in proc.stdout
+    _assert_refused(proc)
     _denied(proxy, "origin.test", origins.http.port, "does not match the target")
 
 
