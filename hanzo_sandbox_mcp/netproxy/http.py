@@ -141,12 +141,13 @@ def _forwarded_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[byt
 
 
 async def serve_http(
-    reader: BufferedByteReceiveStream, client: SocketStream, egress: Egress, limits: ProxyLimits
+    reader: BufferedByteReceiveStream, client: SocketStream, egress: Egress, limits: ProxyLimits, deadline: float
 ) -> None:
-    """One client connection: its first request (CONNECT or absolute URI), then the tunnel or the response."""
+    """One client connection: its first request (CONNECT or absolute URI) by `deadline` (anyio's clock), then
+    the tunnel or the response."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
     try:
-        with anyio.fail_after(limits.handshake_timeout_s):
+        with anyio.fail_after(deadline - anyio.current_time()):
             request = await _next_event(conn, reader, limits.buffer_bytes)
     except TimeoutError:
         await _reply_error(conn, client, 408, "the request head did not arrive in time")

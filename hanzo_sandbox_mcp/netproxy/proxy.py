@@ -96,6 +96,8 @@ async def _turn_away(stream: SocketStream) -> None:
 
 async def _serve_one(stream: SocketStream, egress: Egress, limits: ProxyLimits) -> None:
     reader = BufferedByteReceiveStream(stream)
+    # One deadline from accept to a complete request, however the client spreads its bytes (slowloris).
+    deadline = anyio.current_time() + limits.handshake_timeout_s
     try:
         with anyio.fail_after(limits.handshake_timeout_s):
             first = await reader.receive(limits.buffer_bytes)
@@ -103,9 +105,9 @@ async def _serve_one(stream: SocketStream, egress: Egress, limits: ProxyLimits) 
         return
     reader.feed_data(first)
     if first[0] == 5:
-        await serve_socks5(reader, stream, egress, limits)
+        await serve_socks5(reader, stream, egress, limits, deadline)
     elif first[0] == 4:
         egress.refuse("unknown", "?", 0, "SOCKS4 cannot carry host names; use socks5h://127.0.0.1:<port>")
         await stream.send(_SOCKS4_REJECTED)
     else:
-        await serve_http(reader, stream, egress, limits)
+        await serve_http(reader, stream, egress, limits, deadline)

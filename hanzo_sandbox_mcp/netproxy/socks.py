@@ -71,11 +71,11 @@ async def _request(reader: BufferedByteReceiveStream, client: SocketStream) -> t
 
 
 async def serve_socks5(
-    reader: BufferedByteReceiveStream, client: SocketStream, egress: Egress, limits: ProxyLimits
+    reader: BufferedByteReceiveStream, client: SocketStream, egress: Egress, limits: ProxyLimits, deadline: float
 ) -> None:
-    """One SOCKS5 connection: handshake under the handshake deadline, then the tunnel."""
+    """One SOCKS5 connection: the handshake by `deadline` (anyio's clock), then the tunnel."""
     try:
-        with anyio.fail_after(limits.handshake_timeout_s):
+        with anyio.fail_after(deadline - anyio.current_time()):
             request = await _request(reader, client)
     except (TimeoutError, anyio.IncompleteRead, anyio.EndOfStream):
         return  # a client that gives up (or stalls) during the handshake gets nothing more

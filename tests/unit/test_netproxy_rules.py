@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from hanzo_sandbox_mcp.netproxy.addresses import AddressRules, parse_cidr
 from hanzo_sandbox_mcp.netproxy.allowlist import Allowlist, HostError, normalise_name, normalise_pattern, parse_host
 from hanzo_sandbox_mcp.netproxy.decisions import Decision, DecisionLog
+from hanzo_sandbox_mcp.netproxy.env import proxy_env
 from hanzo_sandbox_mcp.policy import NetworkMode, SandboxPolicy
 
 # --- names -------------------------------------------------------------------------------------------------
@@ -202,6 +203,19 @@ def test_the_refusal_queue_is_bounded_and_says_how_many_it_dropped() -> None:
     denied = log.take_denied("a")
     assert [d.host for d in denied] == ["host7.com", "host8.com", "host9.com", "*"]
     assert denied[-1].count == 7 and "7 older refusals were dropped" in denied[-1].reason
+
+
+# --- environment -------------------------------------------------------------------------------------------
+
+
+def test_proxy_env_points_every_tool_at_the_session_proxy_in_both_cases() -> None:
+    env = proxy_env(3128)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "npm_config_proxy", "npm_config_https_proxy"):
+        assert env[name] == "http://127.0.0.1:3128"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        assert env[name.lower()] == env[name]
+    assert env["NO_PROXY"].split(",") == ["localhost", "127.0.0.1", "::1"]
+    assert proxy_env(8080)["https_proxy"] == "http://127.0.0.1:8080"
 
 
 # --- policy ------------------------------------------------------------------------------------------------
