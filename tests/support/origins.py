@@ -45,12 +45,17 @@ class _QuietHandler(SimpleHTTPRequestHandler):
         self.wfile.write(answer)
 
 
-class StaticOrigin:
-    """A directory served on 127.0.0.1 (a free port), over TLS when `certificate` (cert, key) is given."""
+class _ThreadingHTTPServerV6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
-    def __init__(self, root: Path, certificate: tuple[Path, Path] | None = None) -> None:
+
+class StaticOrigin:
+    """A directory served on `bind` (127.0.0.1; a free port), over TLS when `certificate` (cert, key) is given."""
+
+    def __init__(self, root: Path, certificate: tuple[Path, Path] | None = None, *, bind: str = "127.0.0.1") -> None:
         handler = functools.partial(_QuietHandler, directory=str(root))
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server_class = _ThreadingHTTPServerV6 if ":" in bind else ThreadingHTTPServer
+        self.server = server_class((bind, 0), handler)
         self.server.daemon_threads = True
         if certificate is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

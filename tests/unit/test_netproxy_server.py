@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import socketserver
 import struct
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -199,3 +201,58 @@ def test_dns_answers_are_checked_like_proxy_hosts(origin: StaticOrigin, tmp_path
     with running_proxy(_policy(origin, allowed_private_cidrs=[])) as strict:
         assert _exchange(strict, request).startswith(b"HTTP/1.1 403")
         assert any("127.0.0.1 is a loopback address" in why for _, _, why in strict.take_denied())
+
+
+class _UntilEof(socketserver.BaseRequestHandler):
+    """Answers only after the client's end of the stream: the size of what it received."""
+
+    def handle(self) -> None:
+        total = 0
+        while chunk := self.request.recv(65536):
+            total += len(chunk)
+        self.request.sendall(f"got {total}".encode())
+
+
+def test_a_tunnel_passes_the_clients_half_close_and_still_carries_the_answer(tmp_path: Path) -> None:
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), _UntilEof) as server:
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+        port = server.server_address[1]
+        policy = SandboxPolicy.model_validate(
+            {
+                "network": "allowlist",
+                "allowed_domains": ["eof.test"],
+                "allowed_ports": [port],
+                "allowed_private_cidrs": ["127.0.0.0/8"],
+                "proxy_hosts": {"eof.test": "127.0.0.1"},
+            }
+        )
+        try:
+            with running_proxy(policy) as proxy, _connect(proxy) as sock:
+                sock.sendall(f"CONNECT eof.test:{port} HTTP/1.1\r\nHost: eof.test\r\n\r\n".encode() + b"x" * 300_000)
+                assert sock.recv(39) == b"HTTP/1.1 200 Connection established\r\n\r\n"
+                sock.shutdown(socket.SHUT_WR)  # the origin answers only once it sees this end of stream
+                assert _read_all(sock) == b"got 300000"
+        finally:
+            server.shutdown()
+
+
+def test_ipv6_origins_pass_only_with_their_range_listed(tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text("hello over ipv6")
+    try:
+        origin = StaticOrigin(tmp_path, bind="::1")
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    with origin:
+        fields = {
+            "network": "allowlist",
+            "allowed_domains": ["v6.test"],
+            "allowed_ports": [origin.port],
+            "proxy_hosts": {"v6.test": "::1"},
+        }
+        request = f"GET http://v6.test:{origin.port}/ HTTP/1.1\r\nHost: v6.test:{origin.port}\r\n\r\n".encode()
+        listed = SandboxPolicy.model_validate({**fields, "allowed_private_cidrs": ["::1/128"]})
+        with running_proxy(listed) as proxy:  # control
+            assert _exchange(proxy, request).endswith(b"hello over ipv6")
+        with running_proxy(SandboxPolicy.model_validate(fields)) as proxy:
+            assert _exchange(proxy, request).startswith(b"HTTP/1.1 403")
+            assert any("::1 is a loopback address" in why for _, _, why in proxy.take_denied())
