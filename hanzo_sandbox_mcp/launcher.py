@@ -413,7 +413,14 @@ def _run_init(
             return EXIT_SETUP_FAILED
         os.close(alive_fd)
     uid, gid = _command_ids(plan, is_root)
-    setup: dict[str, Any] = {"rootfs": False, "proc": False, "private_tmp": False, "loopback": False, "scoped": False}
+    setup: dict[str, Any] = {
+        "rootfs": False,
+        "proc": False,
+        "private_tmp": False,
+        "loopback": False,
+        "scoped": False,
+        "proxy": False,
+    }
     errors: dict[str, str] = {}
     session = Session(plan, uid, gid, is_root, False, "user" in active)
     try:
@@ -421,6 +428,7 @@ def _run_init(
             _setup_namespaces(plan, active, uid, gid, setup, errors)
             session.private_root = setup["rootfs"]
             _session_landlock(session, setup, errors)
+            _proxy_listener(plan, ctrl, active, setup, errors)
     except Aborted as exc:
         status.send("abort", message=str(exc), strict=exc.strict)
         return EXIT_SETUP_FAILED
@@ -460,6 +468,30 @@ def _setup_namespaces(
             setup["loopback"] = True
         except OSError as exc:
             _failed(plan, errors, "loopback", exc)
+
+
+def _proxy_listener(
+    plan: LaunchPlan, ctrl: Any, active: list[str], setup: dict[str, Any], errors: dict[str, str]
+) -> None:
+    """`network = "allowlist"`: listen on 127.0.0.1 inside the session's network namespace and hand the
+    socket to the server, whose egress proxy accepts on it (a socket stays in the namespace it was made
+    in). Sent before the setup line, so the server has it once the sandbox reports ready."""
+    if plan.proxy_port is None:
+        return
+    if not (plan.loopback and "net" in active and setup["loopback"]):
+        _failed(plan, errors, "proxy", OSError(0, "no private loopback to listen on"))
+        return
+    listener = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", plan.proxy_port))
+        listener.listen(128)
+        _send(ctrl, b"listener", [listener.fileno()])
+        setup["proxy"] = True
+    except OSError as exc:
+        _failed(plan, errors, "proxy", exc)
+    finally:
+        listener.close()
 
 
 def _session_landlock(session: Session, setup: dict[str, Any], errors: dict[str, str]) -> None:

@@ -29,12 +29,13 @@ from .config import OutputSettings
 from .errors import RequestError, SandboxUnavailable
 from .launch import LaunchReport, seal
 from .launch_plan import LaunchPlan
+from .netproxy.decisions import DecisionLog, NetworkDenial
 from .output import CappedBuffer
 from .policy import SandboxPolicy
 from .quota import PolledQuota, QuotaLimits, WorkdirQuota
 from .results import ExecResult, ResourceUsage
 from .sandbox.base import Sandbox, require_workdir
-from .session_sandbox import SandboxGone, SandboxHolder, SessionSandbox
+from .session_sandbox import EgressProxies, SandboxGone, SandboxHolder, SessionSandbox
 from .workdir import resolve_inside
 
 __all__ = ["OutputCallback", "run_sandboxed"]
@@ -57,6 +58,9 @@ class _CallState:
     quota_excess: str | None = None
     """Why the quota counts as exceeded (stopped by it, or the filesystem filled up), if it does."""
     restarted: str | None = None
+    denied: tuple[NetworkDenial, ...] = ()
+    """What the egress proxy refused for the session since its previous result."""
+    sandbox: SessionSandbox | None = None
 
 
 def _validate_argv(argv: Sequence[str]) -> None:
@@ -222,25 +226,33 @@ async def run_sandboxed(
     if not math.isfinite(timeout_s) or timeout_s <= 0:
         raise RequestError("timeout_s must be a positive number of seconds")
     output = output or OutputSettings()
-    adhoc = quota is None
+    adhoc: PolledQuota | None = None
     if quota is None:  # a directory of the caller's (`run --workdir`, tests): counted for this call only
-        quota = PolledQuota(require_workdir(policy), QuotaLimits.of(policy.workdir_quota_mb), owned=False)
-    one_call = holder is None
-    if holder is None:
-        holder = SandboxHolder(lambda plan: SessionSandbox.start(sandbox, policy, plan, template=None))
+        quota = adhoc = PolledQuota(require_workdir(policy), QuotaLimits.of(policy.workdir_quota_mb), owned=False)
     try:
         plan = _cap_file_size(_prepare(sandbox, policy, argv, cwd, env), quota)
-        return await _run(sandbox, policy, plan, holder, stdin, timeout_s, output, on_output, quota)
+        if holder is not None:
+            return await _run(sandbox, policy, plan, holder, stdin, timeout_s, output, on_output, quota)
+        # A one-call session: its sandbox (and egress proxy) made for this call, closed after it.
+        async with anyio.create_task_group() as proxies_group:
+            proxies = EgressProxies(proxies_group, DecisionLog())
+            one_call = SandboxHolder(
+                lambda plan: SessionSandbox.start(sandbox, policy, plan, template=None, proxies=proxies)
+            )
+            try:
+                result = await _run(sandbox, policy, plan, one_call, stdin, timeout_s, output, on_output, quota)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await one_call.aclose()
+        return result
     except OSError as exc:
         if exc.errno in (errno.EMFILE, errno.ENFILE):
             raise _out_of_descriptors(exc) from None
         raise
     finally:
-        with anyio.CancelScope(shield=True):
-            if one_call:
-                await holder.aclose()
-            if adhoc and isinstance(quota, PolledQuota):
-                await quota.close()
+        if adhoc is not None:
+            with anyio.CancelScope(shield=True):
+                await adhoc.close()
 
 
 async def _run(
@@ -266,6 +278,8 @@ async def _run(
             pipes.close_all()
     if state.quota_excess is None:
         state.quota_excess = quota.full_after_call()
+    if state.sandbox is not None:
+        state.denied = state.sandbox.denied()
     duration_ms = (time.monotonic() - started) * 1000
     return _result(sandbox, policy, state, stdout, stderr, duration_ms, quota)
 
@@ -279,7 +293,8 @@ async def _hand_over(plan: LaunchPlan, holder: SandboxHolder, pipes: _Pipes) -> 
             sealed, _ = seal(plan)  # a fresh token: the status pipe accepts only this call's lines
             try:
                 await session_box.send_call(sealed, pipes.theirs)
-                return _CallState(report=session_box.report.for_call(sealed), restarted=restarted)
+                report = session_box.report.for_call(sealed)
+                return _CallState(report=report, restarted=restarted, sandbox=session_box)
             except SandboxGone as exc:
                 if attempt:
                     raise SandboxUnavailable(f"the session's sandbox could not be reached: {exc}") from None
@@ -395,5 +410,6 @@ def _result(
         resource_usage=usage,
         protection=sandbox.report(report, policy),
         error=error,
+        network_denied=state.denied,
         sandbox_restarted=state.restarted,
     )

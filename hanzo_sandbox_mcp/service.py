@@ -53,11 +53,12 @@ from .config import Settings
 from .errors import RequestError
 from .filenames import display_path, escape_name, quoted
 from .linux.paths import reachable_by
+from .netproxy.decisions import DecisionLog
 from .policy import NetworkMode, SandboxMode
 from .protection import EffectiveProtection, LayerStatus
 from .results import ExecResult
 from .sandbox import Sandbox, ensure_required, for_mode
-from .session_sandbox import SandboxMaker
+from .session_sandbox import EgressProxies, SandboxMaker
 from .sessions import Session, SessionManager, open_beneath, relative_parts
 from .workdir import command_owner
 
@@ -350,6 +351,8 @@ class SandboxService:
             self._audit.open()
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
+        audit = self._audit.write if self._audit is not None else None
+        self.sandboxes.proxies = EgressProxies(self._task_group, DecisionLog(audit=audit))
         self._task_group.start_soon(self._sweep_expired)
         self._task_group.start_soon(self.sessions.keep_pool)
         return self
