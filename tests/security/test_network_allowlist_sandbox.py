@@ -154,3 +154,13 @@ async def test_without_the_proxy_listener_the_report_says_the_mode_is_not_in_for
         assert result.exit_code != 0
         assert not result.protection.network_isolated
         assert any(line.startswith("egress proxy (allowlist)") for line in result.protection.missing)
+
+
+async def test_capabilities_list_what_the_allowlist_lets_through(work_root: Path, origin: int) -> None:
+    async with _service(work_root, origin) as service:
+        caps = await service.capabilities()
+        assert caps.network.value == "allowlist" and caps.network_allowlist is not None
+        assert caps.network_allowlist.allowed_domains == ("origin.test",)
+        assert caps.network_allowlist.allowed_ports == (origin,)
+        assert caps.network_allowlist.proxy_hosts["origin.test"] == "127.0.0.1"
+        assert caps.protection.network_isolated
