@@ -7,6 +7,7 @@ layer requested, so the prediction comes from the same code path as every call, 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -252,7 +253,12 @@ class LinuxSandbox:
         return why or diagnose.reason(key, launch.namespace_error)
 
     def effective(self, policy: SandboxPolicy) -> EffectiveProtection:
-        return self.report(self.probe, policy)
+        probe = self.probe
+        if policy.network is NetworkMode.ALLOWLIST:
+            # The probe runs a loopback plan: the proxy's listener needs just that loopback (the server
+            # always serves it), so predict it from there. Each call's report says what really was.
+            probe = dataclasses.replace(probe, proxy=probe.loopback)
+        return self.report(probe, policy)
 
     def layers(self) -> tuple[LayerStatus, ...]:
         probe = self.probe
