@@ -147,6 +147,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     from .results import ExecResult
     from .runner import run_sandboxed
     from .sandbox import ensure_required, for_mode
+    from .session_sandbox import bound_policy
     from .treewalk import remove_tree
     from .workdir import command_owner
 
@@ -202,7 +203,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         try:
             return await run_sandboxed(
                 sandbox,
-                policy.with_workdir(target),
+                bound_policy(policy, quota) if quota is not None else policy.with_workdir(target),
                 command,
                 timeout_s=timeout,
                 output=settings.output,

@@ -234,6 +234,8 @@ async def run_sandboxed(
         if holder is not None:
             return await _run(sandbox, policy, plan, holder, stdin, timeout_s, output, on_output, quota)
         # A one-call session: its sandbox (and egress proxy) made for this call, closed after it.
+        # The task group only serves the proxy: an error of the call itself leaves it unwrapped.
+        failure: Exception | None = None
         async with anyio.create_task_group() as proxies_group:
             proxies = EgressProxies(proxies_group, DecisionLog())
             one_call = SandboxHolder(
@@ -241,9 +243,13 @@ async def run_sandboxed(
             )
             try:
                 result = await _run(sandbox, policy, plan, one_call, stdin, timeout_s, output, on_output, quota)
+            except Exception as exc:
+                failure = exc
             finally:
                 with anyio.CancelScope(shield=True):
                     await one_call.aclose()
+        if failure is not None:
+            raise failure
         return result
     except OSError as exc:
         if exc.errno in (errno.EMFILE, errno.ENFILE):

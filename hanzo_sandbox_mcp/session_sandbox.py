@@ -43,7 +43,15 @@ from .policy import SandboxPolicy
 from .quota import WorkdirQuota
 from .sandbox.base import Attachment, NoAttachment, Sandbox
 
-__all__ = ["EgressProxies", "SandboxGone", "SandboxHolder", "SandboxMaker", "SandboxTemplate", "SessionSandbox"]
+__all__ = [
+    "EgressProxies",
+    "SandboxGone",
+    "SandboxHolder",
+    "SandboxMaker",
+    "SandboxTemplate",
+    "SessionSandbox",
+    "bound_policy",
+]
 
 _log = logging.getLogger("hanzo_sandbox_mcp.session_sandbox")
 
@@ -435,6 +443,12 @@ class SandboxHolder:
                 self._sandbox = None
 
 
+def bound_policy(policy: SandboxPolicy, quota: WorkdirQuota) -> SandboxPolicy:
+    """`policy` bound to a session's workdir, and to its /tmp and /dev/shm on its quota filesystem."""
+    scratch = (quota.tmp_dir, quota.shm_dir) if quota.tmp_dir and quota.shm_dir else None
+    return policy.with_workdir(quota.path, scratch)
+
+
 class SandboxMaker:
     """Makes the session sandboxes of one server: its sandbox backend and policy, and the warm template
     (Linux; elsewhere each sandbox is a cold start)."""
@@ -447,9 +461,7 @@ class SandboxMaker:
         """Set by the service once its task group runs (allowlist sandboxes need it)."""
 
     def policy_for(self, quota: WorkdirQuota) -> SandboxPolicy:
-        """The policy bound to a session's workdir, and to its /tmp and /dev/shm on its quota filesystem."""
-        scratch = (quota.tmp_dir, quota.shm_dir) if quota.tmp_dir and quota.shm_dir else None
-        return self.policy.with_workdir(quota.path, scratch)
+        return bound_policy(self.policy, quota)
 
     def holder(self, quota: WorkdirQuota, ready: SessionSandbox | None = None) -> SandboxHolder:
         """The holder of a session's sandbox (`ready`, or made on first use), remade on the same workdir."""
