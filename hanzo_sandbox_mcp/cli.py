@@ -18,10 +18,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
+from pydantic import ValidationError
 
 from .config import Settings, load_settings
 from .errors import ConfigError, HanzoSandboxError, RequestError
-from .policy import NetworkMode
+from .policy import NetworkMode, SandboxPolicy
 from .terminal import TerminalEscaper, escape_for_terminal, wants_escaping
 from .version import package_version
 
@@ -49,6 +50,14 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one command through the sandbox, as the server would")
     run.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML config file")
     run.add_argument("--network", choices=[m.value for m in NetworkMode], help="override the network mode")
+    run.add_argument(
+        "--allow-domain",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="with --network allowlist: a name ('pypi.org') or '*.example.com' the proxy lets the command "
+        "reach, added to the configured allowed_domains (repeatable)",
+    )
     run.add_argument("--workdir", type=Path, help="existing directory to run in (default: a fresh one)")
     run.add_argument("--timeout", type=float, help="wall-clock timeout in seconds")
     run.add_argument("--strict", action="store_true", help="refuse to run if any layer cannot be applied")
@@ -115,11 +124,30 @@ def _doctor(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _run_policy(args: argparse.Namespace, configured: SandboxPolicy) -> SandboxPolicy:
+    """The configured policy with `run`'s flags applied, validated again (a flag can carry a bad name)."""
+    updates: dict[str, object] = {}
+    if args.network:
+        updates["network"] = NetworkMode(args.network)
+    if args.strict:
+        updates["strict"] = True
+    if args.allow_domain:
+        if updates.get("network", configured.network) is not NetworkMode.ALLOWLIST:
+            raise RequestError('--allow-domain needs --network allowlist (or network = "allowlist" in the config)')
+        updates["allowed_domains"] = (*configured.allowed_domains, *args.allow_domain)
+    try:
+        return SandboxPolicy.model_validate({**configured.model_dump(), **updates})
+    except ValidationError as exc:  # only --allow-domain can be invalid here: the other flags are choices
+        problems = "; ".join(str(err["msg"]).removeprefix("Value error, ") for err in exc.errors())
+        raise RequestError(f"--allow-domain: {problems}") from None
+
+
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     from .quota import QuotaLimits, WorkdirFactory, WorkdirQuota
     from .results import ExecResult
     from .runner import run_sandboxed
     from .sandbox import ensure_required, for_mode
+    from .session_sandbox import bound_policy
     from .treewalk import remove_tree
     from .workdir import command_owner
 
@@ -128,12 +156,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         command = command[1:]
     if not command:
         raise RequestError("no command given: hanzo-sandbox-mcp run [options] -- CMD [ARG...]")
-    updates: dict[str, object] = {}
-    if args.network:
-        updates["network"] = NetworkMode(args.network)
-    if args.strict:
-        updates["strict"] = True
-    policy = settings.policy.model_copy(update=updates)
+    policy = _run_policy(args, settings.policy)
     timeout = args.timeout if args.timeout is not None else settings.exec.default_timeout_s
     if not timeout > 0:
         raise RequestError("--timeout must be a positive number of seconds")
@@ -180,7 +203,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         try:
             return await run_sandboxed(
                 sandbox,
-                policy.with_workdir(target),
+                bound_policy(policy, quota) if quota is not None else policy.with_workdir(target),
                 command,
                 timeout_s=timeout,
                 output=settings.output,

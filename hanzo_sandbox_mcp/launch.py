@@ -177,6 +177,7 @@ ERROR_KEYS = frozenset(
         "no_new_privs",
         "landlock",
         "landlock_scope",
+        "proxy",
         "seccomp",
     }
 )
@@ -241,6 +242,7 @@ _SCHEMA: dict[str, dict[str, Check]] = {
         "private_tmp": _is_bool,
         "loopback": _is_bool,
         "scoped": _is_bool,
+        "proxy": _is_bool,
     },
     "applied": {
         "errors": _is_errors,
@@ -328,6 +330,8 @@ class LaunchReport:
     loopback: bool = False
     scoped: bool = False
     """The session's Landlock scope (signals, abstract unix sockets) is in force."""
+    proxy: bool = False
+    """The session's egress proxy listener is in place (made inside, served by the server)."""
     uid: int | None = None
     gid: int | None = None
     groups: tuple[int, ...] | None = None
@@ -370,6 +374,7 @@ class LaunchReport:
             private_tmp=self.private_tmp,
             loopback=self.loopback,
             scoped=self.scoped,
+            proxy=self.proxy,
             errors=dict(self.errors),
             plan=plan,
             stage="setup",
@@ -400,7 +405,7 @@ class LaunchReport:
 
     def _on_setup(self, fields: dict[str, Any]) -> None:
         self.errors.update(fields["errors"])
-        for key in ("rootfs", "proc", "private_tmp", "loopback", "scoped"):
+        for key in ("rootfs", "proc", "private_tmp", "loopback", "scoped", "proxy"):
             setattr(self, key, fields[key])
 
     def _on_abort(self, fields: dict[str, Any]) -> None:

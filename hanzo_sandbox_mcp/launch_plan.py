@@ -98,6 +98,7 @@ class LaunchPlan(_Record):
         "namespaces",
         "no_new_privs",
         "parent_pid",
+        "proxy_port",
         "rlimits",
         "root",
         "scratch",
@@ -121,6 +122,9 @@ class LaunchPlan(_Record):
     parent_pid: int | None
     """The server's pid (`launch.seal`): a launcher whose parent is no longer it exits at once, since the
     parent-death signal it arms would never come."""
+    proxy_port: int | None
+    """`network = "allowlist"`: the session's init listens on 127.0.0.1 at this port, in the session's
+    network namespace, and hands the listening socket to the server's egress proxy."""
     landlock: LandlockSpec | None
     root: RootSpec | None
     """The private root's contents; None: no private root, even in a mount namespace."""
@@ -147,6 +151,7 @@ class LaunchPlan(_Record):
         rlimits: dict[str, int] | None = None,
         no_new_privs: bool = False,
         parent_pid: int | None = None,
+        proxy_port: int | None = None,
         landlock: LandlockSpec | None = None,
         root: RootSpec | None = None,
         scratch: tuple[str, str] | None = None,
@@ -167,6 +172,7 @@ class LaunchPlan(_Record):
             rlimits=dict(rlimits or {}),
             no_new_privs=no_new_privs,
             parent_pid=parent_pid,
+            proxy_port=proxy_port,
             landlock=landlock,
             root=root,
             scratch=None if scratch is None else (scratch[0], scratch[1]),

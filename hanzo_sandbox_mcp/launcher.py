@@ -25,7 +25,7 @@ Start-up cost matters, so the launcher imports only builtins and small C modules
 `signal` (which imports `enum`), `_socket` instead of `socket`, `marshal` instead of `json` (`re`), no
 `typing` or `dataclasses` at run time.
 
-The processes of a session, each with one job:
+The processes of a session, each with one job (a call costs one fork of the init):
 
 1. **supervisor** (in the host pid namespace): dies with its parent (PDEATHSIG), new session, child
    subreaper, unshares the namespaces (user, pid, mount, net, ipc, uts; as root the user namespace comes
@@ -38,14 +38,13 @@ The processes of a session, each with one job:
    private root made of the plan's `root` list only (rootfs.py: read-only binds, the workdir read-write, a
    fresh /proc, the session's /tmp and /dev/shm), brings up `lo` for `network = loopback`, builds the
    Landlock ruleset once and scopes itself (signals, abstract unix sockets) once for the whole session,
-   then serves calls: for each one it forks a call init. Every direct child that is not a live call init
-   (an orphan of a call init that died) is killed at once. On `stop` from the server it kills every call
-   and exits; at end of file, once the running calls have ended.
-3. **call init** (one per call, a child subreaper): forks the command, waits for it, then kills whatever
-   the command left behind (daemons, `setsid` double forks: orphans come to it), and reports the exit
-   status and rusage. When the server closes the call's cancel pipe (timeout, quota, cancellation), it
-   kills the command's whole tree at once.
-4. **command**: takes its stdio, switches to the unprivileged uid, closes every other inherited fd, then
+   then serves calls: for each one it forks the command, reaps it, and reports its exit status and
+   rusage. When the command exits, times out or is cancelled (the server closed the call's cancel pipe),
+   everything it started dies: while it runs, the command is a child subreaper (orphans of its children
+   come to it), and when it exits they come to the init, which kills every child that is not a running
+   command (`setsid` daemons and TERM-ignoring children included). On `stop` from the server it kills
+   every call and exits; at end of file, once the running calls have ended.
+3. **command**: takes its stdio, switches to the unprivileged uid, closes every other inherited fd, then
    in this order (later layers would block earlier ones): rlimits, PR_SET_NO_NEW_PRIVS, capabilities
    dropped, Landlock (the session's ruleset, enforced as a domain nested in the session's scope),
    seccomp last; reads its own state back from the kernel (linux/measure.py) and reports that, then
@@ -62,7 +61,6 @@ import errno
 import gc
 import marshal
 import os
-import resource
 import select
 import sys
 
@@ -405,8 +403,8 @@ def _run_init(
     linux = sys.platform.startswith("linux")
     if linux:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        # Orphans of a call init that died come to us (pid 1 does this anyway; without a pid namespace the
-        # subreaper flag does), and are killed at once (`_serve`).
+        # Orphans of a command that exited come to us (pid 1 does this anyway; without a pid namespace the
+        # subreaper flag does), and are killed at once (`_reap_calls`).
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
     if alive_fd is not None:
         # getppid() is 0 inside a new pid namespace, so ask the pipe: readable (EOF) means the supervisor
@@ -415,7 +413,14 @@ def _run_init(
             return EXIT_SETUP_FAILED
         os.close(alive_fd)
     uid, gid = _command_ids(plan, is_root)
-    setup: dict[str, Any] = {"rootfs": False, "proc": False, "private_tmp": False, "loopback": False, "scoped": False}
+    setup: dict[str, Any] = {
+        "rootfs": False,
+        "proc": False,
+        "private_tmp": False,
+        "loopback": False,
+        "scoped": False,
+        "proxy": False,
+    }
     errors: dict[str, str] = {}
     session = Session(plan, uid, gid, is_root, False, "user" in active)
     try:
@@ -423,6 +428,7 @@ def _run_init(
             _setup_namespaces(plan, active, uid, gid, setup, errors)
             session.private_root = setup["rootfs"]
             _session_landlock(session, setup, errors)
+            _proxy_listener(plan, ctrl, active, setup, errors)
     except Aborted as exc:
         status.send("abort", message=str(exc), strict=exc.strict)
         return EXIT_SETUP_FAILED
@@ -464,6 +470,30 @@ def _setup_namespaces(
             _failed(plan, errors, "loopback", exc)
 
 
+def _proxy_listener(
+    plan: LaunchPlan, ctrl: Any, active: list[str], setup: dict[str, Any], errors: dict[str, str]
+) -> None:
+    """`network = "allowlist"`: listen on 127.0.0.1 inside the session's network namespace and hand the
+    socket to the server, whose egress proxy accepts on it (a socket stays in the namespace it was made
+    in). Sent before the setup line, so the server has it once the sandbox reports ready."""
+    if plan.proxy_port is None:
+        return
+    if not (plan.loopback and "net" in active and setup["loopback"]):
+        _failed(plan, errors, "proxy", OSError(0, "no private loopback to listen on"))
+        return
+    listener = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", plan.proxy_port))
+        listener.listen(128)
+        _send(ctrl, b"listener", [listener.fileno()])
+        setup["proxy"] = True
+    except OSError as exc:
+        _failed(plan, errors, "proxy", exc)
+    finally:
+        listener.close()
+
+
 def _session_landlock(session: Session, setup: dict[str, Any], errors: dict[str, str]) -> None:
     """Build the calls' ruleset once, and scope the session once (see landlock.scope_self): a call's
     domain then nests in the session's, so its processes may signal each other but nothing outside."""
@@ -493,19 +523,37 @@ def _session_landlock(session: Session, setup: dict[str, Any], errors: dict[str,
         session.errors["landlock"] = errors["landlock"]
 
 
+class _Call:
+    """A running call, as the init sees it: the command's pid, the call's status and cancel pipes."""
+
+    __slots__ = ("cancel_fd", "pid", "status")
+
+    def __init__(self, pid: int, status: Reporter, cancel_fd: int) -> None:
+        self.pid = pid
+        self.status = status
+        self.cancel_fd = cancel_fd
+
+
 def _serve(session: Session, ctrl: Any) -> int:
-    """Fork a call init for each call message. `stop` from the server kills every call and ends the
-    session; end of file ends it once the running calls have ended (a one-call session)."""
-    calls: set[int] = set()
+    """Fork the command of each call message and supervise it. `stop` from the server kills every call
+    and ends the session; end of file ends it once the running calls have ended (a one-call session)."""
+    calls: dict[int, _Call] = {}
     wake_r, wake_w = _signal_pipe()
     listening = True
     try:
         while listening or calls:
-            watched = [ctrl.fileno(), wake_r] if listening else [wake_r]
+            watched = [wake_r, *(call.cancel_fd for call in calls.values())]
+            if listening:
+                watched.append(ctrl.fileno())
             ready = select.select(watched, [], [])[0]
             if wake_r in ready:
                 _drain(wake_r)
-                _reap_calls(calls)
+            for call in calls.values():
+                if call.cancel_fd in ready:
+                    # The server closed the cancel pipe (timeout, quota, cancellation, or it died): the
+                    # command's tree dies with it (its orphans come to us and are killed below).
+                    _kill(call.pid, signal.SIGKILL)
+            _reap_calls(calls)
             if not listening or ctrl.fileno() not in ready:
                 continue
             try:
@@ -520,25 +568,13 @@ def _serve(session: Session, ctrl: Any) -> int:
             if not data:
                 listening = False
                 continue
-            if len(fds) != _CALL_FDS:
-                _close_all(fds)
-                continue
-            try:
-                pid = os.fork()
-            except OSError:
-                _close_all(fds)  # the call's status pipe closes without an exit line: the server says why
-                continue
-            if pid == 0:
-                ctrl.close()
-                _close_all([wake_r, wake_w])
-                signal.set_wakeup_fd(-1)
-                os._exit(_run_call(session, data, fds))
-            calls.add(pid)
-            _close_all(fds)
+            started = _start_call(session, data, fds, ctrl, (wake_r, wake_w))
+            if started is not None:
+                calls[started.pid] = started
         return 0
     finally:
-        for pid in calls:
-            _kill(pid, signal.SIGKILL)
+        for call in calls.values():
+            _kill(call.pid, signal.SIGKILL)
         _reap_descendants()
 
 
@@ -560,114 +596,82 @@ def _drain(fd: int) -> None:
         pass
 
 
-def _reap_calls(calls: set[int]) -> None:
-    """Reap the call inits that ended, then kill every other child: an orphan re-parented to us after its
-    call init died (killed by the command it ran, say), which must not outlive its call."""
+def _reap_calls(calls: dict[int, _Call]) -> None:
+    """Report and forget the calls whose command ended, then kill every other child: an orphan that was
+    re-parented to us when its call's command exited (a daemon, a TERM-ignoring child), which must not
+    outlive its call. (While a command runs, its orphans go to it: it is a child subreaper.)"""
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, wait_status, usage = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
             break
         if pid == 0:
             break
-        calls.discard(pid)
+        call = calls.pop(pid, None)
+        if call is None:
+            continue
+        if not sys.platform.startswith("linux"):
+            try:
+                os.killpg(pid, signal.SIGKILL)  # no subreaper there: the command led its process group
+            except OSError:
+                pass
+        _kill_orphans(calls)
+        call.status.send(
+            "exit",
+            status=wait_status,
+            exit_code=os.WEXITSTATUS(wait_status) if os.WIFEXITED(wait_status) else None,
+            signal=os.WTERMSIG(wait_status) if os.WIFSIGNALED(wait_status) else None,
+            cpu_user_s=usage.ru_utime,
+            cpu_sys_s=usage.ru_stime,
+            peak_rss_kb=usage.ru_maxrss,
+        )
+        _close_all([call.status.fd, call.cancel_fd])
+    _kill_orphans(calls)
+
+
+def _kill_orphans(calls: dict[int, _Call]) -> None:
     for pid in _children():
         if pid not in calls:
             _kill(pid, signal.SIGKILL)
 
 
-# --- stage 3: the call's init ----------------------------------------------------------------------------
-
-
-def _run_call(session: Session, data: bytes, fds: list[int]) -> int:
-    for signum in _RESET_AT_EXEC:
-        signal.signal(signum, signal.SIG_DFL)
+def _start_call(session: Session, data: bytes, fds: list[int], ctrl: Any, wake: tuple[int, int]) -> _Call | None:
+    """Fork the command of one call; None when the message is unusable (its descriptors are closed, and
+    the call's status pipe closes without an exit line: the server says why)."""
+    if len(fds) != _CALL_FDS:
+        _close_all(fds)
+        return None
     stdin, stdout, stderr, status_fd, cancel_fd = fds
     status = Reporter(status_fd)
     try:
         plan = session.plan.with_call(data)
     except (ValueError, TypeError, KeyError, EOFError) as exc:
         status.send("abort", message=f"unreadable call: {exc}", strict=False)
-        return EXIT_SETUP_FAILED
+        _close_all(fds)
+        return None
     status.token = plan.status_token
-    linux = sys.platform.startswith("linux")
-    if linux:
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        libc.prctl(PR_SET_CHILD_SUBREAPER, 1)  # the command's orphans come to us, and die with the call
-    wake_r, _wake_w = _signal_pipe()
-    command = os.fork()
-    if command == 0:
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        status.send("abort", message=f"the sandbox cannot fork the command: {exc}", strict=False)
+        _close_all(fds)
+        return None
+    if pid == 0:
+        ctrl.close()
         signal.set_wakeup_fd(-1)
+        _close_all([*wake, cancel_fd])
         for signum in _RESET_AT_EXEC:
             signal.signal(signum, signal.SIG_DFL)
         for target, fd in enumerate((stdin, stdout, stderr)):
             os.dup2(fd, target)
-        if linux:
+        if sys.platform.startswith("linux"):
+            # Orphans of the command's own children come to it (the flag survives exec) rather than to
+            # us, and to us only when it exits: then they are its call's leftovers, and die.
+            libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
             os._exit(_run_command(session, plan, status))
         os._exit(_run_unconfined(plan, status))
     _close_all([stdin, stdout, stderr])
-    if session.ruleset_fd is not None:
-        os.close(session.ruleset_fd)
-    wait_status = _supervise_call(command, cancel_fd, wake_r, linux)
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    status.send(
-        "exit",
-        status=wait_status,
-        exit_code=os.WEXITSTATUS(wait_status) if os.WIFEXITED(wait_status) else None,
-        signal=os.WTERMSIG(wait_status) if os.WIFSIGNALED(wait_status) else None,
-        cpu_user_s=usage.ru_utime,
-        cpu_sys_s=usage.ru_stime,
-        peak_rss_kb=usage.ru_maxrss,
-    )
-    return 0
-
-
-def _supervise_call(command: int, cancel_fd: int, wake_r: int, linux: bool) -> int:
-    """Wait for the command, or for the cancel pipe to turn readable (the server closed it: timeout, quota,
-    cancellation, or the server died); then kill everything the call started, again after each death
-    (whose children come to us), until nothing is left. Returns the command's wait status."""
-    wait_status: int | None = None
-    while wait_status is None:
-        ready = select.select([wake_r, cancel_fd], [], [])[0]
-        _drain(wake_r)
-        if cancel_fd in ready:
-            break
-        wait_status = _reaped(command)
-    while True:
-        _kill_call_tree(command, linux, alive=wait_status is None)
-        try:
-            pid, status_word = os.waitpid(-1, 0)
-        except ChildProcessError:
-            return wait_status if wait_status is not None else signal.SIGKILL
-        if pid == command:
-            wait_status = status_word
-
-
-def _reaped(command: int) -> int | None:
-    """Reap every child that ended (the command's orphans too); the command's wait status once it has."""
-    found = None
-    while True:
-        try:
-            pid, status_word = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return found
-        if pid == 0:
-            return found
-        if pid == command:
-            found = status_word
-
-
-def _kill_call_tree(command: int, linux: bool, *, alive: bool) -> None:
-    if alive:
-        _kill(command, signal.SIGKILL)
-    if linux:
-        for pid in _children():
-            _kill(pid, signal.SIGKILL)
-    else:
-        try:
-            os.killpg(command, signal.SIGKILL)  # the command leads its own process group (setsid)
-        except OSError:
-            pass
+    return _Call(pid, status, cancel_fd)
 
 
 # --- stage 4: the command ------------------------------------------------------------------------------
@@ -677,7 +681,7 @@ def _run_command(session: Session, plan: LaunchPlan, status: Reporter) -> int:
     errors: dict[str, str] = dict(session.errors)
     try:
         host_ids, own_userns = _become_command_user(plan, session.uid, session.gid, session.is_root, errors)
-        # Die with the call init (set after the uid switch, which clears it).
+        # Die with the session's init (set after the uid switch, which clears it).
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         _enter_workdir(plan)
         _close_inherited_fds(status.fd, session.ruleset_fd)
@@ -890,8 +894,8 @@ def main(argv: list[str]) -> int:
 
 
 def _run_unconfined(plan: LaunchPlan, status: Reporter) -> int:
-    """Non-Linux: rlimits and the wrapper (macOS `sandbox-exec`), then exec; the call init kills the
-    command's process group when the call ends."""
+    """Non-Linux: rlimits and the wrapper (macOS `sandbox-exec`), then exec; the init kills the command's
+    process group when the command ends."""
     from hanzo_sandbox_mcp.linux.rlimits import apply_rlimits
 
     os.setsid()

@@ -8,11 +8,15 @@ additions the Python server needs (the unprivileged uid used when the server run
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_serializer, field_validator
+
+from .netproxy.addresses import parse_cidr
+from .netproxy.allowlist import HostError, normalise_name, normalise_pattern, parse_host
 
 __all__ = [
     "DEFAULT_MAX_CPU_SECS",
@@ -46,6 +50,8 @@ class NetworkMode(StrEnum):
     """A private loopback only: the host's listeners are not reachable. The default."""
     FULL = "full"
     """Unrestricted, as without a sandbox."""
+    ALLOWLIST = "allowlist"
+    """A private loopback whose only way out is the server's proxy, to the names in `allowed_domains`."""
 
 
 class SandboxMode(StrEnum):
@@ -73,8 +79,22 @@ def _env_name(name: str) -> str:
     return name
 
 
+def _domain(entry: str) -> str:
+    try:
+        return normalise_pattern(entry)
+    except HostError as exc:
+        raise ValueError(f"allowed_domains: {exc}") from None
+
+
+def _cidr(entry: str) -> str:
+    return str(parse_cidr(entry))
+
+
 AbsolutePath = Annotated[Path, AfterValidator(_absolute)]
 EnvName = Annotated[str, AfterValidator(_env_name)]
+DomainPattern = Annotated[str, AfterValidator(_domain)]
+Cidr = Annotated[str, AfterValidator(_cidr)]
+Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class SandboxPolicy(BaseModel):
@@ -110,6 +130,45 @@ class SandboxPolicy(BaseModel):
         "quota filesystem they share the session's disk quota instead.",
     )
     workdir_quota_mb: int = Field(1024, ge=1, le=1 << 30, description="Disk quota of a session workdir (MiB).")
+    allowed_domains: tuple[DomainPattern, ...] = Field(
+        (), description="network=allowlist: names ('pypi.org'), subdomains ('*.example.com') or IP literals."
+    )
+    allowed_ports: tuple[Port, ...] = Field((80, 443), min_length=1, description="network=allowlist: ports.")
+    allowed_private_cidrs: tuple[Cidr, ...] = Field(
+        (), description="network=allowlist: private ranges an allowed name may resolve to ('10.0.0.0/8')."
+    )
+    proxy_hosts: tuple[tuple[str, str], ...] = Field(
+        (),
+        description="network=allowlist: a TOML table of name = IP address, used before DNS and checked like "
+        "a DNS answer (kept as sorted pairs so the policy stays hashable).",
+    )
+
+    @field_validator("proxy_hosts", mode="before")
+    @classmethod
+    def _proxy_hosts(cls, value: object) -> tuple[tuple[str, str], ...]:
+        pairs = value.items() if isinstance(value, Mapping) else value
+        if not isinstance(pairs, Iterable) or isinstance(pairs, str):
+            raise ValueError('proxy_hosts must be a table of name = "IP address"')
+        hosts: dict[str, str] = {}
+        for pair in pairs:
+            if not (isinstance(pair, tuple | list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
+                raise ValueError('proxy_hosts must be a table of name = "IP address"')
+            name, address = pair
+            try:
+                key = normalise_name(name)
+                target = parse_host(address)
+            except HostError as exc:
+                raise ValueError(f"proxy_hosts entry {name!r} = {address!r}: {exc}") from None
+            if isinstance(target, str):
+                raise ValueError(f"proxy_hosts entry {name!r} = {address!r}: the value must be an IP address")
+            if key in hosts:
+                raise ValueError(f"proxy_hosts lists {key!r} twice (names are compared after normalisation)")
+            hosts[key] = str(target)
+        return tuple(sorted(hosts.items()))
+
+    @field_serializer("proxy_hosts")
+    def _dump_proxy_hosts(self, value: tuple[tuple[str, str], ...]) -> dict[str, str]:
+        return dict(value)
 
     def with_workdir(self, workdir: Path, scratch: tuple[Path, Path] | None = None) -> SandboxPolicy:
         """Return a copy bound to one session's workdir (the crate fills it in right before `harden`), and

@@ -55,7 +55,8 @@ class EffectiveProtection(BaseModel):
     )
     network_isolated: bool = Field(
         description="Network is restricted to the policy (no sockets for 'none', a private loopback for "
-        "'loopback'). False for 'full'."
+        "'loopback', that loopback plus the egress proxy to allowed_domains for 'allowlist', true only when the "
+        "proxy path is in force too). False for 'full'."
     )
     rlimits_applied: bool = Field(
         description="Memory, CPU, process, fd and file-size limits are in force (read back with getrlimit: "

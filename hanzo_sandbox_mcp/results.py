@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .netproxy.decisions import NetworkDenial
 from .protection import EffectiveProtection
 
 __all__ = ["ExecResult", "ResourceUsage"]
@@ -48,6 +49,12 @@ class ExecResult(BaseModel):
     protection: EffectiveProtection = Field(description="The protections that actually fired for this call.")
     error: str | None = Field(
         None, description="Why the command did not run or was stopped (sandbox setup failure, quota), if so."
+    )
+    network_denied: tuple[NetworkDenial, ...] = Field(
+        (),
+        description="network = 'allowlist': the destinations the egress proxy refused for this session since "
+        "its previous result (host, port, why), so a failed download says what to allow. Calls and background "
+        "processes of a session share its network, so a refusal is the session's, not this call's alone.",
     )
     sandbox_restarted: str | None = Field(
         None,

@@ -31,12 +31,13 @@ from .config import OutputSettings
 from .errors import RequestError, SandboxUnavailable
 from .launch import LaunchReport, seal
 from .launch_plan import LaunchPlan
+from .netproxy.decisions import DecisionLog, NetworkDenial
 from .output import CappedBuffer
 from .policy import SandboxPolicy
 from .quota import PolledQuota, QuotaLimits, WorkdirQuota
 from .results import ExecResult, ResourceUsage
 from .sandbox.base import Sandbox, require_workdir
-from .session_sandbox import SandboxGone, SandboxHolder, SessionSandbox
+from .session_sandbox import EgressProxies, SandboxGone, SandboxHolder, SessionSandbox
 from .workdir import resolve_inside
 
 __all__ = ["Call", "Outcome", "OutputCallback", "chunks", "open_call", "run_sandboxed", "write_all"]
@@ -61,6 +62,9 @@ class _CallState:
     quota_excess: str | None = None
     """Why the quota counts as exceeded (stopped by it, or the filesystem filled up), if it does."""
     restarted: str | None = None
+    denied: tuple[NetworkDenial, ...] = ()
+    """What the egress proxy refused for the session since its previous result."""
+    sandbox: SessionSandbox | None = None
 
 
 def _validate_argv(argv: Sequence[str]) -> None:
@@ -233,24 +237,56 @@ async def run_sandboxed(
     if not math.isfinite(timeout_s) or timeout_s <= 0:
         raise RequestError("timeout_s must be a positive number of seconds")
     output = output or OutputSettings()
-    adhoc = quota is None
+    adhoc: PolledQuota | None = None
     if quota is None:  # a directory of the caller's (`run --workdir`, tests): counted for this call only
-        quota = PolledQuota(require_workdir(policy), QuotaLimits.of(policy.workdir_quota_mb), owned=False)
-    one_call = holder is None
-    if holder is None:
-        holder = SandboxHolder(lambda plan: SessionSandbox.start(sandbox, policy, plan, template=None))
+        quota = adhoc = PolledQuota(require_workdir(policy), QuotaLimits.of(policy.workdir_quota_mb), owned=False)
     try:
-        stdout = CappedBuffer(output.max_stdout_bytes)
-        stderr = CappedBuffer(output.max_stderr_bytes)
-        async with open_call(sandbox, policy, argv, cwd=cwd, env=env, quota=quota, holder=holder) as call:
-            await _supervise(call, stdin, timeout_s, stdout, stderr, on_output)
-        return call.result(stdout, stderr)
+        if holder is not None:
+            return await _run_in(sandbox, policy, argv, cwd, env, stdin, timeout_s, output, on_output, quota, holder)
+        # A one-call session: its sandbox (and egress proxy) made for this call, closed after it.
+        # The task group only serves the proxy: an error of the call itself leaves it unwrapped.
+        failure: Exception | None = None
+        async with anyio.create_task_group() as proxies_group:
+            proxies = EgressProxies(proxies_group, DecisionLog())
+            one_call = SandboxHolder(
+                lambda plan: SessionSandbox.start(sandbox, policy, plan, template=None, proxies=proxies)
+            )
+            try:
+                result = await _run_in(
+                    sandbox, policy, argv, cwd, env, stdin, timeout_s, output, on_output, quota, one_call
+                )
+            except Exception as exc:
+                failure = exc
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await one_call.aclose()
+        if failure is not None:
+            raise failure
+        return result
     finally:
-        with anyio.CancelScope(shield=True):
-            if one_call:
-                await holder.aclose()
-            if adhoc and isinstance(quota, PolledQuota):
-                await quota.close()
+        if adhoc is not None:
+            with anyio.CancelScope(shield=True):
+                await adhoc.close()
+
+
+async def _run_in(
+    sandbox: Sandbox,
+    policy: SandboxPolicy,
+    argv: Sequence[str],
+    cwd: Path | str | None,
+    env: Mapping[str, str] | None,
+    stdin: bytes | None,
+    timeout_s: float,
+    output: OutputSettings,
+    on_output: OutputCallback | None,
+    quota: WorkdirQuota,
+    holder: SandboxHolder,
+) -> ExecResult:
+    stdout = CappedBuffer(output.max_stdout_bytes)
+    stderr = CappedBuffer(output.max_stderr_bytes)
+    async with open_call(sandbox, policy, argv, cwd=cwd, env=env, quota=quota, holder=holder) as call:
+        await _supervise(call, stdin, timeout_s, stdout, stderr, on_output)
+    return call.result(stdout, stderr)
 
 
 @dataclasses.dataclass
@@ -316,6 +352,8 @@ class Call:
         """Exit status, rusage and error of a call that is over; SandboxUnavailable for a strict abort."""
         if self.state.quota_excess is None:
             self.state.quota_excess = self.quota.full_after_call()
+        if self.state.sandbox is not None:
+            self.state.denied = self.state.sandbox.denied()
         return _outcome(self.state)
 
     def result(self, stdout: CappedBuffer, stderr: CappedBuffer) -> ExecResult:
@@ -337,6 +375,7 @@ class Call:
             resource_usage=outcome.usage,
             protection=self.sandbox.report(self.state.report, self.policy),
             error=outcome.error,
+            network_denied=self.state.denied,
             sandbox_restarted=self.state.restarted,
         )
 
@@ -384,7 +423,8 @@ async def _hand_over(plan: LaunchPlan, holder: SandboxHolder, pipes: _Pipes) -> 
             sealed, _ = seal(plan)  # a fresh token: the status pipe accepts only this call's lines
             try:
                 await session_box.send_call(sealed, pipes.theirs)
-                return _CallState(report=session_box.report.for_call(sealed), restarted=restarted)
+                report = session_box.report.for_call(sealed)
+                return _CallState(report=report, restarted=restarted, sandbox=session_box)
             except SandboxGone as exc:
                 if attempt:
                     raise SandboxUnavailable(f"the session's sandbox could not be reached: {exc}") from None

@@ -53,14 +53,16 @@ from .config import Settings
 from .errors import RequestError
 from .filenames import display_path, escape_name, quoted
 from .linux.paths import reachable_by
-from .policy import NetworkMode, SandboxMode
+from .netproxy.decisions import DecisionLog
+from .netproxy.env import DEFAULT_PROXY_PORT
+from .policy import NetworkMode, SandboxMode, SandboxPolicy
 from .process_results import ProcessInfo, ProcessList, ProcessOutput, ProcessStarted, ProcessWrite
 from .processes import BackgroundProcess as Process
 from .processes import ProcessRegistry, parse_signal
 from .protection import EffectiveProtection, LayerStatus
 from .results import ExecResult
 from .sandbox import Sandbox, ensure_required, for_mode
-from .session_sandbox import SandboxMaker
+from .session_sandbox import EgressProxies, SandboxMaker
 from .sessions import Session, SessionManager, open_beneath, relative_parts
 from .workdir import command_owner
 
@@ -75,6 +77,7 @@ __all__ = [
     "FileListing",
     "ImplicitSession",
     "Limits",
+    "NetworkAllowlist",
     "OnOutput",
     "PythonChoice",
     "RunResult",
@@ -292,6 +295,18 @@ class Limits(BaseModel):
     process_stop_grace_s: float = Field(description="Seconds between stop_process's signal and the kill of the tree.")
 
 
+class NetworkAllowlist(BaseModel):
+    """What `network = "allowlist"` lets through its egress proxy."""
+
+    model_config = ConfigDict(frozen=True)
+
+    allowed_domains: tuple[str, ...] = Field(description="Exact names, or *.example.com for its subdomains.")
+    allowed_ports: tuple[int, ...]
+    allowed_private_cidrs: tuple[str, ...] = Field(description="Private ranges a name may resolve to.")
+    proxy_hosts: dict[str, str] = Field(description="Names the proxy resolves itself, before DNS.")
+    proxy: str = Field(description="Where commands find the proxy (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY are set).")
+
+
 class Capabilities(BaseModel):
     """What this server can enforce here, and the limits every call gets."""
 
@@ -304,6 +319,9 @@ class Capabilities(BaseModel):
     layers: tuple[LayerStatus, ...] = Field(description="Each layer's availability here, with the reason.")
     protection: EffectiveProtection = Field(description="What the current policy gets on this machine.")
     network: NetworkMode
+    network_allowlist: NetworkAllowlist | None = Field(
+        None, description="network = 'allowlist': the destinations its egress proxy allows."
+    )
     limits: Limits
     sessions: SessionRules
     python: PythonChoice
@@ -366,6 +384,8 @@ class SandboxService:
             self._audit.open()
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
+        audit = self._audit.write if self._audit is not None else None
+        self.sandboxes.proxies = EgressProxies(self._task_group, DecisionLog(audit=audit))
         self._task_group.start_soon(self._sweep_expired)
         self._task_group.start_soon(self.sessions.keep_pool)
         return self
@@ -718,6 +738,7 @@ class SandboxService:
             layers=layers,
             protection=protection,
             network=policy.network,
+            network_allowlist=_allowlist(policy),
             limits=Limits(
                 max_memory_mb=policy.max_memory_mb,
                 max_cpu_secs=policy.max_cpu_secs,
@@ -788,6 +809,18 @@ class SandboxService:
 
 
 # -- helpers -----------------------------------------------------------------------------------------
+
+
+def _allowlist(policy: SandboxPolicy) -> NetworkAllowlist | None:
+    if policy.network is not NetworkMode.ALLOWLIST:
+        return None
+    return NetworkAllowlist(
+        allowed_domains=policy.allowed_domains,
+        allowed_ports=policy.allowed_ports,
+        allowed_private_cidrs=policy.allowed_private_cidrs,
+        proxy_hosts=dict(policy.proxy_hosts),
+        proxy=f"http://127.0.0.1:{DEFAULT_PROXY_PORT} (HTTP CONNECT, absolute-URI HTTP, SOCKS5 with names)",
+    )
 
 
 def _check_text(name: str, value: object, max_bytes: int, *, allow_empty: bool) -> None:

@@ -23,6 +23,7 @@ import errno
 import logging
 import marshal
 import os
+import secrets
 import select
 import signal
 import socket
@@ -32,15 +33,25 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 
 import anyio
+import anyio.abc
 
 from .errors import SandboxUnavailable
 from .launch import LaunchReport, control_pair, launcher_argv, seal
 from .launch_plan import LaunchPlan
+from .netproxy.decisions import DecisionLog, NetworkDenial
 from .policy import SandboxPolicy
 from .quota import WorkdirQuota
 from .sandbox.base import Attachment, NoAttachment, Sandbox
 
-__all__ = ["SandboxGone", "SandboxHolder", "SandboxMaker", "SandboxTemplate", "SessionSandbox"]
+__all__ = [
+    "EgressProxies",
+    "SandboxGone",
+    "SandboxHolder",
+    "SandboxMaker",
+    "SandboxTemplate",
+    "SessionSandbox",
+    "bound_policy",
+]
 
 _log = logging.getLogger("hanzo_sandbox_mcp.session_sandbox")
 
@@ -151,6 +162,34 @@ class SandboxTemplate:
             await anyio.to_thread.run_sync(self._stop)
 
 
+class EgressProxies:
+    """Serves the egress proxy of each `network = "allowlist"` sandbox (netproxy/) in a task group that
+    outlives the sandboxes: the listening socket the sandbox's init made in its network namespace is
+    accepted on here, outside the sandbox, so every connection a command makes to 127.0.0.1:3128 meets the
+    allowlist. One decision log for the server; each sandbox's refusals are kept under its own tag."""
+
+    def __init__(self, task_group: anyio.abc.TaskGroup, decisions: DecisionLog) -> None:
+        self._task_group = task_group
+        self.decisions = decisions
+
+    def serve(self, listener: socket.socket, policy: SandboxPolicy, tag: str) -> anyio.CancelScope:
+        """Start serving `listener` (taken over); cancel the scope to stop and close it."""
+        from .netproxy import proxy
+
+        scope = anyio.CancelScope()
+
+        async def run() -> None:
+            try:
+                with scope:
+                    await proxy.serve(listener, policy, session_tag=tag, decisions=self.decisions)
+            finally:
+                listener.close()
+                self.decisions.forget(tag)
+
+        self._task_group.start_soon(run)
+        return scope
+
+
 class SessionSandbox:
     """One ready sandbox. `plan` is what it was made from (its session part), `report` what its making
     reported (namespaces, setup), the start of every call's report."""
@@ -171,6 +210,10 @@ class SessionSandbox:
         self._proc = proc
         self.attachment = attachment
         self.closed = False
+        self.tag = secrets.token_hex(8)
+        """Names this sandbox in the egress proxy's decisions (refusals are the session's, see `denied`)."""
+        self._proxies: EgressProxies | None = None
+        self._proxy_scope: anyio.CancelScope | None = None
 
     @classmethod
     async def start(
@@ -180,6 +223,7 @@ class SessionSandbox:
         plan: LaunchPlan,
         *,
         template: SandboxTemplate | None,
+        proxies: EgressProxies | None = None,
     ) -> SessionSandbox:
         """Make and wait for a sandbox from `plan` (its session part is used). Raises SandboxUnavailable
         when a strict layer fails or the sandbox cannot be made, saying why."""
@@ -226,6 +270,13 @@ class SessionSandbox:
             if isinstance(exc, OSError):
                 raise SandboxUnavailable(f"the session's sandbox could not be made: {exc}") from None
             raise
+        if session_plan.proxy_port is not None:
+            made._serve_proxy(policy, proxies)
+            if not made.report.proxy and session_plan.strict:
+                with anyio.CancelScope(shield=True):
+                    await made.aclose()
+                why = made.report.errors.get("proxy", "not in place")
+                raise SandboxUnavailable(f"strict policy: the egress proxy could not be set up ({why})")
         if report.stage != "setup":
             with anyio.CancelScope(shield=True):
                 await made.aclose()
@@ -234,6 +285,36 @@ class SessionSandbox:
                 raise SandboxUnavailable(f"{why}; the command did not run")
             raise SandboxUnavailable(f"the session's sandbox could not be made: {why}; the command did not run")
         return made
+
+    def _serve_proxy(self, policy: SandboxPolicy, proxies: EgressProxies | None) -> None:
+        """Take the listener the init sent before it reported ready, and serve it."""
+        report = self.report
+        listener: socket.socket | None = None
+        try:
+            data, ancillary, _flags, _ = self._control.recvmsg(64, socket.CMSG_SPACE(4))
+            fds = [fd for _level, _kind, payload in ancillary for fd in array.array("i", payload)]
+            if data == b"listener" and len(fds) == 1:
+                listener = socket.socket(fileno=fds[0])
+            else:
+                for fd in fds:
+                    os.close(fd)
+        except (BlockingIOError, OSError):
+            pass
+        if listener is None or proxies is None:
+            if listener is not None:
+                listener.close()
+            if report.proxy:
+                report.errors.setdefault("proxy", "no egress proxy serves this sandbox")
+            report.proxy = False
+            return
+        self._proxies = proxies
+        self._proxy_scope = proxies.serve(listener, policy, self.tag)
+
+    def denied(self) -> tuple[NetworkDenial, ...]:
+        """The destinations the egress proxy refused for this sandbox since the last look."""
+        if self._proxies is None:
+            return ()
+        return tuple(self._proxies.decisions.take_denied(self.tag))
 
     @property
     def alive(self) -> bool:
@@ -261,6 +342,8 @@ class SessionSandbox:
         if self.closed:
             return
         self.closed = True
+        if self._proxy_scope is not None:
+            self._proxy_scope.cancel()
         with anyio.CancelScope(shield=True):
             with suppress(OSError):
                 _send(self._control, b"stop", [])
@@ -360,6 +443,12 @@ class SandboxHolder:
                 self._sandbox = None
 
 
+def bound_policy(policy: SandboxPolicy, quota: WorkdirQuota) -> SandboxPolicy:
+    """`policy` bound to a session's workdir, and to its /tmp and /dev/shm on its quota filesystem."""
+    scratch = (quota.tmp_dir, quota.shm_dir) if quota.tmp_dir and quota.shm_dir else None
+    return policy.with_workdir(quota.path, scratch)
+
+
 class SandboxMaker:
     """Makes the session sandboxes of one server: its sandbox backend and policy, and the warm template
     (Linux; elsewhere each sandbox is a cold start)."""
@@ -368,18 +457,18 @@ class SandboxMaker:
         self.sandbox = sandbox
         self.policy = policy
         self.template = SandboxTemplate() if warm and sys.platform.startswith("linux") else None
+        self.proxies: EgressProxies | None = None
+        """Set by the service once its task group runs (allowlist sandboxes need it)."""
 
     def policy_for(self, quota: WorkdirQuota) -> SandboxPolicy:
-        """The policy bound to a session's workdir, and to its /tmp and /dev/shm on its quota filesystem."""
-        scratch = (quota.tmp_dir, quota.shm_dir) if quota.tmp_dir and quota.shm_dir else None
-        return self.policy.with_workdir(quota.path, scratch)
+        return bound_policy(self.policy, quota)
 
     def holder(self, quota: WorkdirQuota, ready: SessionSandbox | None = None) -> SandboxHolder:
         """The holder of a session's sandbox (`ready`, or made on first use), remade on the same workdir."""
         policy = self.policy_for(quota)
 
         async def start(plan: LaunchPlan) -> SessionSandbox:
-            return await SessionSandbox.start(self.sandbox, policy, plan, template=self.template)
+            return await SessionSandbox.start(self.sandbox, policy, plan, template=self.template, proxies=self.proxies)
 
         return SandboxHolder(start, ready, before_restart=quota.clear_scratch)
 
@@ -387,7 +476,7 @@ class SandboxMaker:
         """A ready sandbox for a new session on `quota`'s workdir (a pool entry, or an eager start)."""
         policy = self.policy_for(quota)
         plan = self.sandbox.harden(["true"], policy, env={})
-        return await SessionSandbox.start(self.sandbox, policy, plan, template=self.template)
+        return await SessionSandbox.start(self.sandbox, policy, plan, template=self.template, proxies=self.proxies)
 
     async def aclose(self) -> None:
         if self.template is not None:

@@ -346,10 +346,9 @@ def mutations(seed: int, deny_entry: str | None = None) -> list[Mutation]:
         ),
         Mutation(
             "tree_kill",
-            "a call's init leaves what the command started alive, and the session's init keeps orphans",
+            "the session's init leaves a call's orphans alive, and the supervisor its own",
             (
-                Replace(LAUNCHER, "_kill_call_tree", "for pid in _children():", "for pid in []:"),
-                Replace(LAUNCHER, "_reap_calls", "for pid in _children():", "for pid in []:"),
+                ReplaceBody(LAUNCHER, "_kill_orphans", "return None"),
                 ReplaceBody(LAUNCHER, "_reap_descendants", "return None"),
             ),
             (

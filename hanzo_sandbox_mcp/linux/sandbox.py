@@ -7,6 +7,7 @@ layer requested, so the prediction comes from the same code path as every call, 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -18,6 +19,7 @@ from ..env_scrub import scrub_env
 from ..errors import SandboxUnavailable
 from ..launch import LaunchReport, seal, start_launcher
 from ..launch_plan import NAMESPACE_NAMES, LandlockSpec, LaunchPlan, RootSpec
+from ..netproxy.env import DEFAULT_PROXY_PORT, proxy_env
 from ..policy import NetworkMode, SandboxPolicy
 from ..protection import EffectiveProtection, Layer, LayerStatus
 from ..sandbox.base import Attachment, NoAttachment, require_workdir
@@ -95,6 +97,9 @@ class LinuxSandbox:
         if os.geteuid() == 0:
             child_env["PATH"] = _reachable_path(child_env["PATH"], uid, gid)
         network = policy.network
+        allowlist = network is NetworkMode.ALLOWLIST
+        if allowlist:
+            child_env.update(proxy_env(DEFAULT_PROXY_PORT))  # pip, npm, git, curl: all through the proxy
         namespaces = tuple(n for n in NAMESPACE_NAMES if not (n == "net" and network is NetworkMode.FULL))
         bpf, seccomp_error = _seccomp_filter(network)
         if bpf is None and policy.strict:
@@ -110,7 +115,8 @@ class LinuxSandbox:
             namespaces=namespaces,
             uid=uid,
             gid=gid,
-            loopback=network is NetworkMode.LOOPBACK,
+            loopback=network in (NetworkMode.LOOPBACK, NetworkMode.ALLOWLIST),
+            proxy_port=DEFAULT_PROXY_PORT if allowlist else None,
             tmp_size_mb=policy.tmp_size_mb,
             rlimits={
                 "as": policy.max_memory_mb * _MiB,
@@ -160,7 +166,14 @@ class LinuxSandbox:
             namespaces.insert(0, "user")
         # Both halves or nothing: the namespace keeps the command off the host's network, and only the
         # seccomp family filter stops AF_VSOCK (a VM's host) and the families no namespace isolates.
-        network_isolated = policy.network is not NetworkMode.FULL and "net" in namespaces and launch.seccomp
+        # For the allowlist, the proxy is the third: without it commands have no way out at all, but then
+        # the mode is not what was asked for either.
+        network_isolated = (
+            policy.network is not NetworkMode.FULL
+            and "net" in namespaces
+            and launch.seccomp
+            and (launch.proxy or policy.network is not NetworkMode.ALLOWLIST)
+        )
         missing = list(self._missing(launch, policy, namespaces))
         return EffectiveProtection(
             fs_isolated=launch.landlock_abi is not None or launch.rootfs,
@@ -196,12 +209,21 @@ class LinuxSandbox:
         if launch.uid is None or launch.uid == 0 or "uid_drop" in launch.errors:
             why = launch.errors.get("uid_drop") or f"the command runs as host uid {launch.uid}"
             out.append(f"uid drop: {why}")
-        if policy.network is NetworkMode.LOOPBACK and "net" in namespaces and not launch.loopback:
+        allowlist = policy.network is NetworkMode.ALLOWLIST
+        if (
+            policy.network in (NetworkMode.LOOPBACK, NetworkMode.ALLOWLIST)
+            and "net" in namespaces
+            and not launch.loopback
+        ):
             out.append(f"loopback interface: {launch.errors.get('loopback', 'not brought up')}")
+        if allowlist and not launch.proxy:
+            why = launch.errors.get("proxy", "its listener was not handed to the server")
+            out.append(f"egress proxy (allowlist): {why}; commands have no way out")
         if policy.network is not NetworkMode.FULL:
             halves = (
                 ("a network namespace", "net" in namespaces),
                 ("the seccomp socket-family filter", launch.seccomp),
+                *((("the egress proxy", launch.proxy),) if allowlist else ()),
             )
             absent = [half for half, ok in halves if not ok]
             if absent:
@@ -231,7 +253,12 @@ class LinuxSandbox:
         return why or diagnose.reason(key, launch.namespace_error)
 
     def effective(self, policy: SandboxPolicy) -> EffectiveProtection:
-        return self.report(self.probe, policy)
+        probe = self.probe
+        if policy.network is NetworkMode.ALLOWLIST:
+            # The probe runs a loopback plan: the proxy's listener needs just that loopback (the server
+            # always serves it), so predict it from there. Each call's report says what really was.
+            probe = dataclasses.replace(probe, proxy=probe.loopback)
+        return self.report(probe, policy)
 
     def layers(self) -> tuple[LayerStatus, ...]:
         probe = self.probe

@@ -137,7 +137,13 @@ _LOW32 = 0xFFFFFFFF
 # frame on an interface), AF_KEY, AF_XDP, AF_ALG and the rest of the kernel's protocol code with them. A new
 # mode (for example an egress allowlist) is one line here.
 _INET_FAMILIES = (_AF_UNIX, _AF_INET, _AF_INET6, _AF_NETLINK)
-_SOCKET_FAMILIES = {"none": (_AF_UNIX,), "loopback": _INET_FAMILIES, "full": _INET_FAMILIES}
+# "allowlist" is loopback's families: its way out is the proxy listening on the sandbox's 127.0.0.1.
+_SOCKET_FAMILIES = {
+    "none": (_AF_UNIX,),
+    "loopback": _INET_FAMILIES,
+    "full": _INET_FAMILIES,
+    "allowlist": _INET_FAMILIES,
+}
 NETWORK_MODES = tuple(_SOCKET_FAMILIES)
 _FAMILY_NAMES = {_AF_UNIX: "AF_UNIX", _AF_INET: "AF_INET", _AF_INET6: "AF_INET6", _AF_NETLINK: "AF_NETLINK (route)"}
 
@@ -208,7 +214,7 @@ def socket_families(network: str) -> tuple[int, ...]:
 
 
 def build_filter(network: str) -> bytes:
-    """Compile the deny-list for `network` ("none", "loopback" or "full") into a raw BPF program.
+    """Compile the deny-list for `network` ("none", "loopback", "full" or "allowlist") into a raw BPF program.
 
     socket() and socketpair() may create only the families of `socket_families(network)`; what those sockets
     can reach is left to the namespace layer. Raises ValueError for an unknown mode, SeccompError on an unsupported

@@ -127,6 +127,9 @@ def build_server(service: SandboxService) -> MCPServer:
         NetworkMode.NONE: "Commands have no network access.",
         NetworkMode.LOOPBACK: "Commands have a private loopback only: no internet, no host services.",
         NetworkMode.FULL: "Commands have full network access.",
+        NetworkMode.ALLOWLIST: "Commands reach only the allowed domains and ports, through an egress proxy that "
+        "HTTP_PROXY/HTTPS_PROXY/ALL_PROXY point at (pip, npm, git, curl use it); refused destinations are listed "
+        "in network_denied.",
     }[network]
 
     server = MCPServer(

@@ -337,6 +337,10 @@ def _fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+#: Each live session holds its sandbox's pidfd and control socket, and as root the lock of its uid.
+_PER_SESSION = 3 if os.geteuid() == 0 else 2
+
+
 def _pidfds(pid: int) -> int:
     """The pidfds the server holds: one per session sandbox (and pre-warmed one) alive."""
     count = 0
@@ -455,16 +459,14 @@ def test_raw_fuzz_over_stdio_answers_every_request(kit: Kit, sessions_parent: Pa
         # Nothing is left unanswered or answered twice: the next request gets the next answer.
         wire.send(_dumps({"jsonrpc": "2.0", "id": "last", "method": "ping"}))
         assert wire.receive() == {"jsonrpc": "2.0", "id": "last", "result": {}}
-        # Each live session holds its sandbox's pidfd and control socket, and as root the lock of its uid.
-        per_session = 3 if os.geteuid() == 0 else 2
-        after = _settled_fds(wire.process.pid, before + per_session * (_pidfds(wire.process.pid) - pidfds_before))
+        after = _settled_fds(wire.process.pid, before + _PER_SESSION * (_pidfds(wire.process.pid) - pidfds_before))
         sessions = _pidfds(wire.process.pid) - pidfds_before
         assert wire.process.poll() is None
     finally:
         status = wire.close()
     print(f"answered {tally.answered}; server fds {before} -> {after} with {sessions} more live sessions")
     assert tally.crashes == []
-    assert after - per_session * sessions <= before, (
+    assert after - _PER_SESSION * sessions <= before, (
         f"the server's fds grew from {before} to {after} ({sessions} sessions)"
     )
     assert status == 0
@@ -534,6 +536,7 @@ def test_raw_fuzz_over_streamable_http_answers_every_request(kit: Kit, sessions_
         (first,) = _http_replies(http.post(url, headers=headers, content=_dumps(setup)))
         _remember_session(fuzzer, first)
         before = _fd_count(process.pid)
+        pidfds_before = _pidfds(process.pid)
         for _ in range(lines):
             case = fuzzer.case()
             response = http.post(url, headers=headers, content=case.line)
@@ -554,11 +557,13 @@ def test_raw_fuzz_over_streamable_http_answers_every_request(kit: Kit, sessions_
             http.post(url, headers=headers, content=_dumps({"jsonrpc": "2.0", "id": "last", "method": "ping"}))
         )
         assert last == {"jsonrpc": "2.0", "id": "last", "result": {}}
-        after = _settled_fds(process.pid, before)
+        after = _settled_fds(process.pid, before + _PER_SESSION * (_pidfds(process.pid) - pidfds_before))
+        sessions = _pidfds(process.pid) - pidfds_before
         assert process.poll() is None
     print(f"answered {tally.answered}; server fds {before} -> {after}")
     assert tally.crashes == []
-    assert after <= before, f"the server's fds grew from {before} to {after}"
+    grown = f"the server's fds grew from {before} to {after} ({sessions} sessions)"
+    assert after - _PER_SESSION * sessions <= before, grown
 
 
 def _initialize(request_id: int) -> dict[str, Any]:

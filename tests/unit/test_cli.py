@@ -330,6 +330,22 @@ def test_a_missing_workdir_is_a_usage_error(cli: Any, base_dir: Path) -> None:
 # --- usage and configuration errors: exit 2, one line, no traceback ----------------------------------------
 
 
+def test_allow_domain_reaches_the_allowlist_policy(cli: Any) -> None:
+    data = _json(cli("run", "--json", "--network", "allowlist", "--allow-domain", "PyPI.org", "--", "true"))
+    assert data["exit_code"] == 0 and data["protection"]["network"] == "allowlist"
+
+
+def test_allow_domain_without_the_allowlist_mode_is_refused(cli: Any) -> None:
+    assert "--allow-domain needs --network allowlist" in _one_line_error(
+        cli("run", "--allow-domain", "x.com", "--", "true")
+    )
+
+
+def test_allow_domain_with_a_bad_name_is_one_clear_line(cli: Any) -> None:
+    line = _one_line_error(cli("run", "--network", "allowlist", "--allow-domain", "*.com", "--", "true"))
+    assert "top-level domain" in line
+
+
 def test_bad_network_value(cli: Any) -> None:
     proc = cli("run", "--network", "bogus", "--", "true")
     assert proc.returncode == 2

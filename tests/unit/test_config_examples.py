@@ -148,3 +148,13 @@ def test_claude_code_md_json_blocks_are_valid() -> None:
     for block in blocks:
         assert "mcpServers" in json.loads(block)
     assert "claude mcp add hanzo-sandbox -- " in text
+
+
+def test_allowlist_toml_allows_the_package_indexes_and_github_over_tls_only(tmp_path: Path) -> None:
+    settings = load_settings(ROOT / "config" / "allowlist.toml", env={"HOME": str(tmp_path)})
+    policy = settings.policy
+    assert policy.network is NetworkMode.ALLOWLIST and policy.strict is True
+    assert {"pypi.org", "files.pythonhosted.org", "registry.npmjs.org", "github.com"} <= set(policy.allowed_domains)
+    assert not [name for name in policy.allowed_domains if name.startswith("*")]
+    assert policy.allowed_ports == (443,)
+    assert policy.allowed_private_cidrs == () and policy.proxy_hosts == ()

@@ -49,6 +49,7 @@ def test_defaults_request_no_layer() -> None:
         "namespaces": (),
         "no_new_privs": False,
         "parent_pid": None,
+        "proxy_port": None,
         "rlimits": {},
         "root": None,
         "scratch": None,

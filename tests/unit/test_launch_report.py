@@ -41,6 +41,7 @@ SETUP = {
     "private_tmp": True,
     "loopback": False,
     "scoped": True,
+    "proxy": False,
 }
 APPLIED = {
     "event": "applied",

@@ -228,6 +228,7 @@ def test_the_stages_report_in_order_with_their_fields(launch: Any, workdir: Path
         "private_tmp": True,
         "loopback": True,
         "scoped": True,
+        "proxy": False,
     }
 
     assert applied["errors"] == {}
@@ -266,7 +267,7 @@ def test_a_plan_without_layers_reports_none(launch: Any, workdir: Path) -> None:
     assert run.events[0]["active"] == []
     assert run.events[1] == {
         "event": "setup", "errors": {}, "rootfs": False, "proc": False, "private_tmp": False, "loopback": False,
-        "scoped": False,
+        "scoped": False, "proxy": False,
     }  # fmt: skip
     applied = run.events[2]
     assert applied["user_ns"] is False

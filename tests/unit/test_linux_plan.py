@@ -22,6 +22,7 @@ from hanzo_sandbox_mcp.launch_plan import NAMESPACE_NAMES, LandlockSpec, LaunchP
 from hanzo_sandbox_mcp.linux import sandbox as linux_sandbox
 from hanzo_sandbox_mcp.linux.paths import RW_DEVICES, SYSTEM_READ_PATHS, python_paths, reachable_by
 from hanzo_sandbox_mcp.linux.sandbox import LinuxSandbox, command_ids
+from hanzo_sandbox_mcp.netproxy.env import proxy_env
 from hanzo_sandbox_mcp.policy import NetworkMode, SandboxPolicy
 
 IS_ROOT = os.geteuid() == 0
@@ -88,6 +89,7 @@ def test_plan_for_each_network_mode(linux: LinuxSandbox, tmp_path: Path, network
             "TMPDIR": str(tmp_path / ".tmp"),
             "PWD": str(tmp_path),
             "PYTHONDONTWRITEBYTECODE": "1",
+            **(proxy_env(3128) if network is NetworkMode.ALLOWLIST else {}),
         },
         cwd=str(tmp_path),
         namespaces=("user", "pid", "mount", "ipc", "uts")
@@ -95,7 +97,8 @@ def test_plan_for_each_network_mode(linux: LinuxSandbox, tmp_path: Path, network
         else ("user", "pid", "mount", "net", "ipc", "uts"),
         uid=uid,
         gid=gid,
-        loopback=network is NetworkMode.LOOPBACK,
+        loopback=network in (NetworkMode.LOOPBACK, NetworkMode.ALLOWLIST),
+        proxy_port=3128 if network is NetworkMode.ALLOWLIST else None,
         tmp_size_mb=64,
         rlimits={"as": 2048 * MiB, "cpu": 300, "nproc": 64, "nofile": 1024, "fsize": 256 * MiB, "core": 0},
         no_new_privs=True,

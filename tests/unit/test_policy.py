@@ -54,7 +54,7 @@ def test_env_var_name() -> None:
 
 
 def test_network_mode_values_are_kebab_case() -> None:
-    assert [mode.value for mode in NetworkMode] == ["none", "loopback", "full"]
+    assert [mode.value for mode in NetworkMode] == ["none", "loopback", "full", "allowlist"]
     assert [mode.value for mode in SandboxMode] == ["auto", "on", "off"]
 
 
