@@ -157,12 +157,15 @@ async def test_a_yes_flood_keeps_memory_bounded_and_other_calls_answering(
         await kit.alive(conn)
         server = _server_pid(conn, transport, tmp_path)
         before = _rss_kb(server)
-        started = await kit.ok(conn, "start_process", command="yes")
+        # Named sessions: on HTTP each call without one may be a new single-call session.
+        flood = (await kit.ok(conn, "create_session"))["session_id"]
+        other = (await kit.ok(conn, "create_session"))["session_id"]
+        started = await kit.ok(conn, "start_process", command="yes", session_id=flood)
         pid = started["process"]["process_id"]
         answered = 0
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            echo = await kit.ok(conn, "run_command", command="echo alive")
+            echo = await kit.ok(conn, "run_command", command="echo alive", session_id=other)
             assert echo["stdout"] == "alive\n"
             answered += 1
             await anyio.sleep(0.2)
