@@ -400,7 +400,7 @@ def test_fit_result_shrinks_escape_heavy_output_under_the_budget() -> None:
 
 def test_run_result_carries_every_exec_result_field() -> None:
     assert set(ExecResult.model_fields) < set(RunResult.model_fields)
-    assert set(RunResult.model_fields) - set(ExecResult.model_fields) == {"session_id"}
+    assert set(RunResult.model_fields) - set(ExecResult.model_fields) == {"session_id", "processes"}
 
 
 # -- capabilities, audit, limits -------------------------------------------------------------------------
