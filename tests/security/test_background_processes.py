@@ -34,13 +34,13 @@ _FETCH = (
 )
 
 
-def _settings(root: Path, **processes: Any) -> Any:
+def _settings(root: Path, quota_mode: str = "auto", **processes: Any) -> Any:
     from hanzo_sandbox_mcp.config import ExecSettings, ProcessSettings, SessionSettings, Settings
     from hanzo_sandbox_mcp.policy import SandboxPolicy
 
     return Settings(
         exec=ExecSettings(python=SANDBOX_PYTHON),
-        sessions=SessionSettings(root=root, pool_size=0),
+        sessions=SessionSettings(root=root, pool_size=0, quota_mode=quota_mode),
         policy=SandboxPolicy(workdir_quota_mb=64),
         processes=ProcessSettings(**processes),
     )
@@ -54,10 +54,10 @@ def sessions_root(work_root: Path) -> Path:
 
 
 @asynccontextmanager
-async def _service(root: Path, **processes: Any) -> AsyncIterator[Any]:
+async def _service(root: Path, quota_mode: str = "auto", **processes: Any) -> AsyncIterator[Any]:
     from hanzo_sandbox_mcp.service import SandboxService
 
-    async with SandboxService(_settings(root, **processes)) as service:
+    async with SandboxService(_settings(root, quota_mode, **processes)) as service:
         yield service
 
 
@@ -246,6 +246,24 @@ async def test_a_process_is_stopped_at_its_lifetime(sessions_root: Path) -> None
             while out.process.state == "running":
                 out = await service.read_process(started.process.process_id, wait_s=10)
         assert out.process.signal == 15 and out.process.stopped_by == "it reached its lifetime of 1 s"
+
+
+async def test_the_polled_quota_stops_a_background_process_that_overfills_the_workdir(sessions_root: Path) -> None:
+    marker = unique_sleep()
+    try:
+        async with _service(sessions_root, "polled") as service:
+            small = await service.start_process(f"head -c 1M /dev/zero > small && echo wrote && sleep {marker}")
+            await _read_until(service, small.process.process_id, "wrote")
+            assert (await service.read_process(small.process.process_id)).process.state == "running"  # control
+            await service.stop_process(small.process.process_id, signal="KILL")
+            big = await service.start_process("for f in a b c; do head -c 30M /dev/zero > $f; done; sleep 300")
+            with anyio.fail_after(30):
+                out = await service.read_process(big.process.process_id, wait_s=10)
+                while out.process.state == "running":
+                    out = await service.read_process(big.process.process_id, wait_s=10)
+            assert out.process.stopped_by == "the session's disk quota" and out.process.signal == 9, out
+    finally:
+        kill_marker(marker)
 
 
 def test_ring_buffer_keeps_the_tail_with_offsets() -> None:
