@@ -434,6 +434,9 @@ def _run_init(
         return EXIT_SETUP_FAILED
     status.send("setup", errors=errors, **setup)
     os.close(status.fd)  # end of file: the sandbox is ready
+    # Each call is a fork of this process: keep the collector from walking (and so copying) the pages
+    # every command process shares with it.
+    gc.freeze()
     return _serve(session, ctrl)
 
 
@@ -657,6 +660,7 @@ def _start_call(session: Session, data: bytes, fds: list[int], ctrl: Any, wake: 
         _close_all(fds)
         return None
     if pid == 0:
+        gc.disable()  # a few milliseconds to exec: a collection would only copy shared pages
         ctrl.close()
         signal.set_wakeup_fd(-1)
         _close_all([*wake, cancel_fd])

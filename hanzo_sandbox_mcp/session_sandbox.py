@@ -199,11 +199,14 @@ class SessionSandbox:
         plan: LaunchPlan,
         report: LaunchReport,
         control: socket.socket,
+        pid: int,
         pidfd: int,
         proc: subprocess.Popen[bytes] | None,
         attachment: Attachment,
     ) -> None:
         self.plan = plan
+        self.pid = pid
+        """The supervisor's pid in the server's pid namespace (for logs and tests; signals go by `_pidfd`)."""
         self.report = report
         self._control = control
         self._pidfd = pidfd
@@ -255,7 +258,7 @@ class SessionSandbox:
             theirs.close()
             os.close(status_w)
         ours.setblocking(False)
-        made = cls(session_plan, report, ours, pidfd, proc, NoAttachment())
+        made = cls(session_plan, report, ours, pid, pidfd, proc, NoAttachment())
         try:
             # Before the plan is sent: the session process waits for it before it forks anything.
             made.attachment = sandbox.attach(pid, policy)

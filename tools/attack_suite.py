@@ -629,9 +629,11 @@ def attacks() -> list[Attack]:
         A(
             "fill private /tmp",
             "resource",
-            lambda c: "head -c 200M /dev/zero > /tmp/a && head -c 200M /dev/zero > /tmp/b && echo FILLED",
+            # /tmp is the session's: a 64 MiB tmpfs, or on the session's quota filesystem (here 32 MiB).
+            lambda c: "head -c 40M /dev/zero > /tmp/a && head -c 40M /dev/zero > /tmp/b && echo FILLED",
             contains("FILLED"),
             timeout=120,
+            config="[policy]\nworkdir_quota_mb = 32\n",
         ),
         A(
             "fallocate burst past 5 MiB quota",

@@ -52,7 +52,9 @@ def command_ids(policy: SandboxPolicy, workdir: Path | None = None) -> tuple[int
     return command_owner(policy.sandbox_uid, policy.sandbox_gid)
 
 
+@functools.lru_cache(maxsize=256)
 def _reachable_path(path_var: str, uid: int, gid: int) -> str:
+    """PATH without the entries `uid` cannot reach (cached: every call of a session asks the same)."""
     return ":".join(entry for entry in path_var.split(":") if entry and reachable_by(entry, uid, gid))
 
 

@@ -230,3 +230,24 @@ async def test_nothing_leaks_after_1000_calls_with_timeouts_and_cancels(sessions
     assert not any(sessions_root.iterdir()), "the server left files behind at shutdown"
     if IS_ROOT:
         assert _mounts_below(sessions_root) == 0
+
+
+async def test_shutdown_leaves_no_process_of_any_session_or_of_the_pool(sessions_root: Path) -> None:
+    marker = unique_sleep()
+    async with _service(sessions_root, pool_size=2) as service:
+        ids = [(await service.create_session()).session_id for _ in range(3)]
+        for session_id in ids:
+            await _run(service, "true", session_id)
+        with anyio.fail_after(30):
+            while service.sessions.pooled < 2:
+                await anyio.sleep(0.02)
+        supervisors = [(await service.sessions.get(i)).sandbox.current.pid for i in ids]
+        supervisors += [home.sandbox.pid for home in service.sessions._pool]
+        for pid in supervisors:
+            os.kill(pid, 0)  # control: each session's sandbox is running
+        with anyio.move_on_after(0.5):
+            await service.run_command(f"sleep {marker}", session_id=ids[0])
+    assert not wait_marker_gone(marker)
+    for pid in supervisors:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
