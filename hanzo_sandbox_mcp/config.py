@@ -94,12 +94,14 @@ class SessionSettings(_Section):
         1024, ge=0, le=1 << 30, description="Host disk kept free beyond every filesystem workdir's quota (MiB)."
     )
     tmp_budget_mb: int = Field(
-        4096,
+        10240,
         ge=1,
         le=1 << 30,
         description="RAM (MiB) that all sessions' tmpfs /tmp and /dev/shm may hold together: each session "
         "reserves 2 x policy.tmp_size_mb, and a new one is refused past this budget or when the host's "
-        "available memory could not hold it. Unused where they live on the session's quota filesystem.",
+        "available memory could not hold it. Unused where they live on the session's quota filesystem. The "
+        "default holds max_sessions and a full pool at the default size, so the session cap binds first (and "
+        "reclaims idle single-call sessions); the available-memory check still applies.",
     )
     pool_size: int = Field(
         2,

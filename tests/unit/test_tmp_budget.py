@@ -38,9 +38,12 @@ def test_a_session_reserves_its_tmp_and_its_shm() -> None:
     assert session_tmpfs_mb(64) == 128
 
 
-def test_the_defaults_are_a_small_tmpfs_and_a_4_gib_budget() -> None:
+def test_the_defaults_are_a_small_tmpfs_and_a_10_gib_budget() -> None:
     assert SandboxPolicy().tmp_size_mb == 64
-    assert SessionSettings().tmp_budget_mb == 4096
+    settings = SessionSettings()
+    assert settings.tmp_budget_mb == 10240
+    # The session cap binds before the budget: idle single-call sessions are reclaimed, never refused.
+    assert (settings.max_sessions + settings.pool_size) * 2 * SandboxPolicy().tmp_size_mb <= settings.tmp_budget_mb
 
 
 def test_reservations_past_the_budget_are_refused_until_one_is_released(plenty: Path) -> None:
