@@ -21,7 +21,6 @@ readings against the plan, never from what the launcher meant to do.
 
 from __future__ import annotations
 
-import array
 import ast
 import logging
 import os
@@ -135,7 +134,7 @@ def start_launcher(
             readers = []
         for message, fds in ((wire, []), (call, [*stdio, status_w, cancel_r])):
             try:
-                ours.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else [])
+                socket.send_fds(ours, [message], fds) if fds else ours.send(message)
             except OSError:
                 break  # the launcher died early; its status or exit code says why
     except BaseException:

@@ -18,7 +18,6 @@ its workdir was not.
 
 from __future__ import annotations
 
-import array
 import errno
 import logging
 import marshal
@@ -67,8 +66,10 @@ class SandboxGone(Exception):
 
 
 def _send(sock: socket.socket, data: bytes, fds: list[int]) -> None:
-    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
-    sock.sendmsg([data], ancillary)
+    if fds:
+        socket.send_fds(sock, [data], fds)
+    else:
+        sock.send(data)
 
 
 async def _send_async(sock: socket.socket, data: bytes, fds: list[int]) -> None:
@@ -126,14 +127,13 @@ class SandboxTemplate:
                     await _send_async(control, b"session", [control_fd, status_fd])
                     with anyio.fail_after(_REPLY_TIMEOUT_S):
                         await anyio.wait_readable(control)
-                    data, ancillary, _flags, _ = control.recvmsg(4096, socket.CMSG_SPACE(4))
+                    data, fds, _flags, _ = socket.recv_fds(control, 4096, 1)
                 except (OSError, TimeoutError) as exc:
                     _log.warning("the sandbox template did not answer (%s); starting it again", exc)
                     self._stop()
                     if attempt:
                         raise SandboxGone(f"the sandbox template failed: {exc}") from None
                     continue
-                fds = [fd for level, kind, payload in ancillary for fd in array.array("i", payload)]
                 if not data:
                     self._stop()
                     continue
@@ -294,8 +294,7 @@ class SessionSandbox:
         report = self.report
         listener: socket.socket | None = None
         try:
-            data, ancillary, _flags, _ = self._control.recvmsg(64, socket.CMSG_SPACE(4))
-            fds = [fd for _level, _kind, payload in ancillary for fd in array.array("i", payload)]
+            data, fds, _flags, _ = socket.recv_fds(self._control, 64, 1)
             if data == b"listener" and len(fds) == 1:
                 listener = socket.socket(fileno=fds[0])
             else:
