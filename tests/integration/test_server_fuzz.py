@@ -352,13 +352,17 @@ def _pidfds(pid: int) -> int:
     return count
 
 
-def _settled_fds(pid: int, ceiling: int, timeout: float = 20.0) -> int:
-    """The server's fd count once in-flight work has wound down (bounded wait): the first reading at or
-    below `ceiling`, else the last one."""
+def _settled_session_fds(pid: int, before: int, pidfds_before: int, timeout: float = 20.0) -> tuple[int, int]:
+    """(fds, sessions made since `before`) once in-flight work has wound down (bounded wait): the first
+    reading where the fds beyond the live sessions' own are at most `before`, else the last one. A sandbox
+    being made, or a workdir count walking its tree, holds descriptors for a moment."""
     deadline = time.monotonic() + timeout
-    while (count := _fd_count(pid)) > ceiling and time.monotonic() < deadline:
+    while True:
+        sessions = _pidfds(pid) - pidfds_before
+        count = _fd_count(pid)
+        if count - _PER_SESSION * sessions <= before or time.monotonic() >= deadline:
+            return count, sessions
         time.sleep(0.1)
-    return count
 
 
 def _remember_session(fuzzer: RawFuzzer, reply: dict[str, Any]) -> None:
@@ -459,8 +463,7 @@ def test_raw_fuzz_over_stdio_answers_every_request(kit: Kit, sessions_parent: Pa
         # Nothing is left unanswered or answered twice: the next request gets the next answer.
         wire.send(_dumps({"jsonrpc": "2.0", "id": "last", "method": "ping"}))
         assert wire.receive() == {"jsonrpc": "2.0", "id": "last", "result": {}}
-        after = _settled_fds(wire.process.pid, before + _PER_SESSION * (_pidfds(wire.process.pid) - pidfds_before))
-        sessions = _pidfds(wire.process.pid) - pidfds_before
+        after, sessions = _settled_session_fds(wire.process.pid, before, pidfds_before)
         assert wire.process.poll() is None
     finally:
         status = wire.close()
@@ -557,8 +560,7 @@ def test_raw_fuzz_over_streamable_http_answers_every_request(kit: Kit, sessions_
             http.post(url, headers=headers, content=_dumps({"jsonrpc": "2.0", "id": "last", "method": "ping"}))
         )
         assert last == {"jsonrpc": "2.0", "id": "last", "result": {}}
-        after = _settled_fds(process.pid, before + _PER_SESSION * (_pidfds(process.pid) - pidfds_before))
-        sessions = _pidfds(process.pid) - pidfds_before
+        after, sessions = _settled_session_fds(process.pid, before, pidfds_before)
         assert process.poll() is None
     print(f"answered {tally.answered}; server fds {before} -> {after}")
     assert tally.crashes == []
