@@ -83,8 +83,10 @@ class OneCall:
             self.cancel_w = -1
 
     def close(self) -> None:
-        """Let the session end once its call has (closing the control socket); idempotent."""
+        """Let the session end once its call has (closing the control socket, and the cancel pipe, which
+        no longer matters then); idempotent."""
         self.control.close()
+        self.cancel()
 
 
 def start_launcher(

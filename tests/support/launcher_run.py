@@ -48,8 +48,8 @@ def run_launcher(plan: LaunchPlan, *, mutation: str = "", timeout_s: float = 30.
         argv_for=lambda ctrl, status: [sys.executable, "-I", "-S", "-c", code, "session", str(ctrl), str(status)],
     )
     proc = run.proc
-    # The one-call session ends once its call has; a session plan's call never outlives the deadline.
-    run.close()
+    # The one-call session ends once its call has (its control socket closed now, its cancel pipe after).
+    run.control.close()
     with os.fdopen(run.status_fd, "rb") as status:
         try:
             out, err = proc.communicate(timeout=timeout_s)
@@ -57,5 +57,7 @@ def run_launcher(plan: LaunchPlan, *, mutation: str = "", timeout_s: float = 30.
             proc.kill()
             proc.wait()
             raise
+        finally:
+            run.close()
         report.feed_all(status.read())
     return LauncherRun(report, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
