@@ -138,8 +138,17 @@ async def test_caps_are_tool_errors_naming_them(connect: Connect, kit: Kit) -> N
 def _server_pid(conn: Any, transport: str, tmp_path: Path) -> int:
     if transport == "http":
         return os.getpid()  # the HTTP server runs in this process
-    (pid,) = marker_pids(str(tmp_path / "config.toml"))
+    # The stdio server is this test's own child; anything else naming the config is not it.
+    (pid,) = [pid for pid in marker_pids(str(tmp_path / "config.toml")) if _parent(pid) == os.getpid()]
     return pid
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _rss_kb(pid: int) -> int:
