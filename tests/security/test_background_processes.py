@@ -99,7 +99,11 @@ async def test_a_later_call_of_the_session_kills_a_background_process_by_pid(ses
     marker = unique_sleep()
     async with _service(sessions_root) as service:
         started = await service.start_process(f"sleep {marker}")
-        assert marker_pids(marker)  # control: it runs, on the host
+        # Control: it runs, on the host (start_process returns once the wrapper reported its pid, a moment
+        # before the exec'd command shows its own command line).
+        with anyio.fail_after(10):
+            while not marker_pids(marker):
+                await anyio.sleep(0.01)
         killed = await service.run_command(f"kill {started.process.pid}", session_id=started.process.session_id)
         assert killed.exit_code == 0, killed
         with anyio.fail_after(20):
