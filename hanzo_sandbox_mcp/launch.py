@@ -22,6 +22,7 @@ readings against the plan, never from what the launcher meant to do.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import logging
 import os
 import secrets
@@ -367,19 +368,9 @@ class LaunchReport:
         reported when it was made, the rest to come from the call's own pipe under `plan`'s token."""
         if self.stage != "setup":
             raise ValueError(f"the session's sandbox is not ready (its report stopped at {self.stage!r})")
-        return LaunchReport(
-            namespaces=list(self.namespaces),
-            namespace_error=self.namespace_error,
-            rootfs=self.rootfs,
-            proc=self.proc,
-            private_tmp=self.private_tmp,
-            loopback=self.loopback,
-            scoped=self.scoped,
-            proxy=self.proxy,
-            errors=dict(self.errors),
-            plan=plan,
-            stage="setup",
-        )
+        # At stage "setup" only the session's fields are set, so a copy carries exactly them (a field the
+        # session adds later cannot be forgotten here); the mutable ones are copied, not shared.
+        return dataclasses.replace(self, namespaces=list(self.namespaces), errors=dict(self.errors), plan=plan)
 
     def feed(self, line: bytes) -> bool:
         """Merge one line if it is well-formed, authentic and in order; otherwise count it and change nothing."""
